@@ -1,0 +1,145 @@
+"""The architecture registry: one place that names every 8-weight-layer network.
+
+Layers are always named conv1..conv5, fc6, fc7, fc8, so "layer n" means the same block in every
+architecture. Register a new one with `@register_arch("name")` returning an `ArchSpec`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import zlib
+from typing import Callable
+
+import keras
+
+from tfxfer.errors import UserError
+from tfxfer.models.blocks import ConvBlock, DenseBlock
+
+LAYER_NAMES = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvSpec:
+    filters: int
+    kernel: int
+    stride: int = 1
+    padding: str = "same"
+    pre_pad: int = 0
+    pool: tuple[int, int] | None = None  # (size, stride)
+    pool_padding: str = "valid"
+    lrn: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class ArchSpec:
+    name: str
+    input_size: int  # the network sees input_size × input_size × 3
+    resize_size: int  # images are resized to this before the (random or central) crop
+    convs: tuple[ConvSpec, ...]  # conv1..conv5
+    fc_units: tuple[int, int]  # fc6, fc7
+
+    def __post_init__(self):
+        if len(self.convs) != 5:
+            raise ValueError(f"arch {self.name!r} needs 5 conv layers, has {len(self.convs)}")
+
+
+_ARCHS: dict[str, Callable[..., ArchSpec]] = {}
+
+
+def register_arch(name: str):
+    def wrap(fn):
+        _ARCHS[name] = fn
+        return fn
+
+    return wrap
+
+
+def list_archs(pattern: str = "*") -> list[str]:
+    return sorted(n for n in _ARCHS if fnmatch.fnmatch(n, pattern))
+
+
+def get_arch(name: str, width: float = 1.0) -> ArchSpec:
+    if name not in _ARCHS:
+        raise UserError(f"arch {name!r} is unknown; allowed: {', '.join(list_archs())}")
+    if not width > 0:
+        raise UserError(f"arch width {width!r} must be > 0")
+    return _ARCHS[name](width)
+
+
+def _w(n: int, width: float) -> int:
+    return max(1, round(n * width))
+
+
+@register_arch("caffenet")
+def caffenet(width: float = 1.0) -> ArchSpec:
+    """Caffe's reference net (AlexNet without grouped convs), the network of Yosinski et al."""
+    c = lambda n: _w(n, width)  # noqa: E731
+    return ArchSpec(
+        "caffenet", 227, 256,
+        (
+            ConvSpec(c(96), 11, 4, "valid", pool=(3, 2), lrn=True),
+            ConvSpec(c(256), 5, 1, "same", pool=(3, 2), lrn=True),
+            ConvSpec(c(384), 3),
+            ConvSpec(c(384), 3),
+            ConvSpec(c(256), 3, pool=(3, 2)),
+        ),
+        (c(4096), c(4096)),
+    )
+
+
+@register_arch("zfnet")
+def zfnet(width: float = 1.0) -> ArchSpec:
+    """Zeiler & Fergus (2014) Fig. 3: 7×7/2 first layer; maps 110-55-26-13-13-13-6."""
+    c = lambda n: _w(n, width)  # noqa: E731
+    return ArchSpec(
+        "zfnet", 224, 256,
+        (
+            ConvSpec(c(96), 7, 2, "valid", pre_pad=1, pool=(3, 2), pool_padding="same", lrn=True),
+            ConvSpec(c(256), 5, 2, "valid", pool=(3, 2), pool_padding="same", lrn=True),
+            ConvSpec(c(384), 3),
+            ConvSpec(c(384), 3),
+            ConvSpec(c(256), 3, pool=(3, 2)),
+        ),
+        (c(4096), c(4096)),
+    )
+
+
+@register_arch("cifar8")
+def cifar8(width: float = 1.0) -> ArchSpec:
+    """The same 5 conv + 3 fc shape for 32×32 images, small enough for 2 CPU cores."""
+    c = lambda n: _w(n, width)  # noqa: E731
+    return ArchSpec(
+        "cifar8", 32, 32,
+        (
+            ConvSpec(c(32), 5, pool=(3, 2), pool_padding="same"),
+            ConvSpec(c(64), 5, pool=(3, 2), pool_padding="same"),
+            ConvSpec(c(96), 3),
+            ConvSpec(c(96), 3),
+            ConvSpec(c(64), 3, pool=(3, 2), pool_padding="same"),
+        ),
+        (c(256), c(256)),
+    )
+
+
+def layer_seed(seed: int, layer: str) -> int:
+    """A stable per-layer initializer seed, so each layer's init depends only on (seed, layer)."""
+    return zlib.crc32(f"{seed}:{layer}".encode()) & 0x7FFFFFFF
+
+
+def build_model(spec: ArchSpec, num_classes: int, *, seed: int = 0, dropout: float = 0.5,
+                weight_decay: float = 0.0, renorm_radius: float | None = None,
+                dtype_policy: str = "float32", name: str | None = None) -> keras.Model:
+    """A functional model: input → conv1..conv5 → fc6, fc7 (ReLU, dropout) → fc8 logits (float32)."""
+    inputs = keras.Input((spec.input_size, spec.input_size, 3), name="image")
+    x = inputs
+    for i, conv in enumerate(spec.convs, start=1):
+        layer = f"conv{i}"
+        x = ConvBlock(**dataclasses.asdict(conv), seed=layer_seed(seed, layer), weight_decay=weight_decay,
+                      renorm_radius=renorm_radius, dtype=dtype_policy, name=layer)(x)
+    for layer, units in zip(("fc6", "fc7"), spec.fc_units):
+        x = DenseBlock(units, dropout=dropout, seed=layer_seed(seed, layer), weight_decay=weight_decay,
+                       dtype=dtype_policy, name=layer)(x)
+    # Logits stay float32 under mixed precision so the softmax loss is computed stably.
+    logits = DenseBlock(num_classes, relu=False, seed=layer_seed(seed, "fc8"), weight_decay=weight_decay,
+                        dtype="float32", name="fc8")(x)
+    return keras.Model(inputs, logits, name=name or spec.name)

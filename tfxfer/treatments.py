@@ -1,0 +1,93 @@
+"""The transfer treatments of Yosinski et al. (2014), Figure 1.
+
+A treatment names which base network the first n layers come from (or none), which task the new
+network is trained on, and whether the copied layers are frozen or fine-tuned:
+
+    baseA, baseB      trained from scratch on A or B (n = 0)
+    BnB, AnA          selffer: layers 1..n from the same task's base, frozen
+    AnB, BnA          transfer: layers 1..n from the other task's base, frozen
+    XnY+              the same with the copied layers fine-tuned (all layers learn)
+    random            layers 1..n keep a seeded random initialization, frozen; trained on B
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+
+from tfxfer.errors import UserError
+from tfxfer.models import LAYER_NAMES, ArchSpec, build_model
+from tfxfer.models.registry import layer_seed
+
+N_MAX = len(LAYER_NAMES) - 1  # n = 8 would copy the classifier itself: B8B is baseB (paper, footnote 2)
+
+
+@dataclasses.dataclass(frozen=True)
+class Treatment:
+    name: str
+    source: str | None  # the task whose base net layers 1..n are copied from; None: no copy
+    target: str  # the task trained on and tested on
+    fine_tune: bool  # copied layers learn (True) or stay frozen (False)
+
+    @property
+    def is_base(self) -> bool:
+        return self.name in ("baseA", "baseB")
+
+    @property
+    def base_treatment(self) -> str | None:
+        """The base network this treatment copies from, e.g. 'baseA' for AnB."""
+        return f"base{self.source}" if self.source else None
+
+
+def _all() -> dict[str, Treatment]:
+    out = {f"base{t}": Treatment(f"base{t}", None, t, True) for t in "AB"}
+    for src in "AB":
+        for tgt in "AB":
+            out[f"{src}n{tgt}"] = Treatment(f"{src}n{tgt}", src, tgt, False)
+            out[f"{src}n{tgt}+"] = Treatment(f"{src}n{tgt}+", src, tgt, True)
+    out["random"] = Treatment("random", None, "B", False)
+    return out
+
+
+TREATMENTS: dict[str, Treatment] = _all()
+
+
+def get_treatment(name: str, n: int | None = None) -> Treatment:
+    """The named treatment, after checking that `n` fits it (0 for base nets, 1..7 otherwise)."""
+    if name not in TREATMENTS:
+        raise UserError(f"treatment {name!r} is unknown; allowed: {', '.join(TREATMENTS)}")
+    t = TREATMENTS[name]
+    if n is not None:
+        if t.is_base and n not in (0, None):
+            raise UserError(f"n={n} makes no sense for {name}; base networks take no n (n = 0)")
+        if not t.is_base and not (isinstance(n, int) and 1 <= n <= N_MAX):
+            raise UserError(f"n={n!r} is out of range for {name}; allowed: 1..{N_MAX}")
+    return t
+
+
+def frozen_layers(treatment: Treatment, n: int) -> tuple[str, ...]:
+    """Names of the layers that do not learn."""
+    return () if treatment.fine_tune else LAYER_NAMES[:n]
+
+
+def build_treatment(name: str, n: int, spec: ArchSpec, num_classes: int, *, base: keras.Model | None = None,
+                    seed: int = 0, **model_kwargs) -> keras.Model:
+    """The network for treatment `name` at layer n.
+
+    The architecture is rebuilt from `spec` with a fresh initialization from `seed`; layers 1..n
+    then take `base`'s weights (for treatments that copy) and `trainable` is set per the treatment.
+    """
+    t = get_treatment(name, 0 if name in ("baseA", "baseB") else n)
+    n = 0 if t.is_base else n
+    if t.source and base is None:
+        raise ValueError(f"{name} copies layers 1..{n} from {t.base_treatment}: pass its model as `base`")
+    # Each treatment draws its own initialization: were BnB's upper layers re-initialized exactly as
+    # baseB's were, it would be biased toward rediscovering baseB's co-adapted features.
+    init_seed = seed if t.is_base else layer_seed(seed, f"{name}{n}")
+    model = build_model(spec, num_classes, seed=init_seed, name=f"{name}{n or ''}", **model_kwargs)
+    if t.source:
+        for layer in LAYER_NAMES[:n]:
+            model.get_layer(layer).set_weights(base.get_layer(layer).get_weights())
+    for layer in frozen_layers(t, n):
+        model.get_layer(layer).trainable = False
+    return model
