@@ -1,0 +1,228 @@
+"""Configuration is data: YAML files in configs/, validated on load, round-tripping through dicts.
+
+A config has the sections below; every key has a default, so a YAML file names only what it
+changes. Unknown keys and bad values raise `UserError` naming the key and what is allowed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import typing
+from pathlib import Path
+
+import yaml
+
+from tfxfer.errors import UserError
+
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+STRATEGIES = ("auto", "default", "mirrored", "multiworker")
+SPLIT_KINDS = ("random", "dissimilar", "explicit")
+OPTIMIZERS = ("sgd", "adam")
+
+
+@dataclasses.dataclass
+class DatasetConfig:
+    name: str = "synthetic"  # synthetic | cifar10 | cifar100 | tfds:NAME | folder:PATH
+    path: str | None = None  # a local copy (class folders or the python-format archive)
+    data_dir: str | None = None  # TFDS data_dir
+    test_fraction: float = 0.2  # held out of a folder that has no test/ subfolder
+    val_fraction: float = 0.1  # carved from the training images for choosing (never the test images)
+    train_per_class: int | None = None  # cap (synthetic: how many to generate)
+    test_per_class: int | None = None
+    seed: int = 0  # drives synthetic images and the held-out test fraction
+
+    def validate(self, at):
+        _check(0 < self.test_fraction < 1, at, "test_fraction", self.test_fraction, "a fraction in (0, 1)")
+        _check(0 <= self.val_fraction < 1, at, "val_fraction", self.val_fraction, "a fraction in [0, 1)")
+        for key in ("train_per_class", "test_per_class"):
+            v = getattr(self, key)
+            _check(v is None or v > 0, at, key, v, "a positive integer or null")
+
+
+@dataclasses.dataclass
+class SplitConfig:
+    kind: str = "random"
+    seed: int = 0
+    A: list[str] | str | None = None  # class names or a family name (dissimilar, explicit)
+    B: list[str] | str | None = None  # omitted: all classes not in A
+
+    def validate(self, at):
+        _check(self.kind in SPLIT_KINDS, at, "kind", self.kind, ", ".join(SPLIT_KINDS))
+        if self.kind != "random":
+            _check(self.A is not None, at, "A", self.A, f"a class list or family name (split kind {self.kind})")
+
+
+@dataclasses.dataclass
+class ArchConfig:
+    name: str = "cifar8"
+    width: float = 1.0  # multiplies every layer's channel/unit count
+    renorm_radius: float | None = None  # Zeiler & Fergus filter renormalization (0.1 in the paper)
+
+    def validate(self, at):
+        _check(self.width > 0, at, "width", self.width, "a number > 0")
+        _check(self.renorm_radius is None or self.renorm_radius > 0, at, "renorm_radius", self.renorm_radius,
+               "a number > 0 or null")
+
+
+@dataclasses.dataclass
+class AugmentConfig:
+    crop: bool = True  # random crop of input_size from the resized (and padded) image
+    pad: int = 4  # zero padding before the random crop (for small images)
+    flip: bool = True  # random horizontal flip
+
+    def validate(self, at):
+        _check(self.pad >= 0, at, "pad", self.pad, "an integer >= 0")
+
+
+@dataclasses.dataclass
+class RecipeConfig:
+    """The paper's Caffe recipe by default: SGD, momentum 0.9, lr 0.01, wd 5e-4, ×0.1 steps, dropout 0.5."""
+
+    optimizer: str = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    lr_decay: float = 0.1  # multiply the learning rate by this ...
+    lr_step_epochs: int | None = None  # ... every this many epochs (null: at 50 % and 75 % of training)
+    batch_size: int = 128  # global, over all replicas
+    epochs: int = 30
+    dropout: float = 0.5
+    precision: str = "float32"
+    augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
+    early_stopping_patience: int | None = None  # epochs without a better validation top-1
+
+    def validate(self, at):
+        _check(self.optimizer in OPTIMIZERS, at, "optimizer", self.optimizer, ", ".join(OPTIMIZERS))
+        _check(self.lr > 0, at, "lr", self.lr, "a number > 0")
+        _check(0 <= self.momentum < 1, at, "momentum", self.momentum, "a number in [0, 1)")
+        _check(self.weight_decay >= 0, at, "weight_decay", self.weight_decay, "a number >= 0")
+        _check(0 < self.lr_decay <= 1, at, "lr_decay", self.lr_decay, "a number in (0, 1]")
+        _check(self.lr_step_epochs is None or self.lr_step_epochs > 0, at, "lr_step_epochs", self.lr_step_epochs,
+               "a positive integer or null")
+        _check(self.batch_size > 0, at, "batch_size", self.batch_size, "a positive integer")
+        _check(self.epochs > 0, at, "epochs", self.epochs, "a positive integer")
+        _check(0 <= self.dropout < 1, at, "dropout", self.dropout, "a number in [0, 1)")
+        _check(self.precision in PRECISIONS, at, "precision", self.precision, ", ".join(PRECISIONS))
+        _check(self.early_stopping_patience is None or self.early_stopping_patience > 0, at,
+               "early_stopping_patience", self.early_stopping_patience, "a positive integer or null")
+
+
+@dataclasses.dataclass
+class TrainingConfig:
+    strategy: str = "auto"  # auto: mirrored over the visible GPUs, else default; multiworker: from TF_CONFIG
+    devices: list[str] | None = None  # for mirrored, e.g. ["/gpu:0", "/gpu:1"]
+
+    def validate(self, at):
+        _check(self.strategy in STRATEGIES, at, "strategy", self.strategy, ", ".join(STRATEGIES))
+
+
+@dataclasses.dataclass
+class Config:
+    dataset: DatasetConfig = dataclasses.field(default_factory=DatasetConfig)
+    split: SplitConfig = dataclasses.field(default_factory=SplitConfig)
+    arch: ArchConfig = dataclasses.field(default_factory=ArchConfig)
+    recipe: RecipeConfig = dataclasses.field(default_factory=RecipeConfig)
+    training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
+    seed: int = 0  # initialization, data order, augmentation, dropout
+    out: str = "runs"  # where run directories go
+
+    def validate(self, at):
+        pass
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Config":
+        return _from_dict(cls, data, "")
+
+
+def _check(ok: bool, at: str, key: str, value, allowed: str):
+    if not ok:
+        raise UserError(f"config key {at}{key}: {value!r} is not allowed; expected {allowed}")
+
+
+def _type_ok(value, tp) -> bool:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        return any(_type_ok(value, a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return value is None
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        return isinstance(value, list) and all(_type_ok(v, item) for v in value)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, tp)
+
+
+def _type_name(tp) -> str:
+    return str(tp).replace("typing.", "").replace("<class '", "").replace("'>", "")
+
+
+def _from_dict(cls, data, at: str):
+    if not isinstance(data, dict):
+        raise UserError(f"config section {at.rstrip('.') or '(top level)'} must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - fields)
+    if unknown:
+        raise UserError(f"config key {at}{unknown[0]} does not exist; allowed keys in "
+                        f"{at.rstrip('.') or 'the top level'}: {', '.join(sorted(fields))}")
+    kwargs = {}
+    for name, value in data.items():
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _from_dict(tp, value if value is not None else {}, f"{at}{name}.")
+        elif not _type_ok(value, tp):
+            raise UserError(f"config key {at}{name}: {value!r} is not allowed; expected {_type_name(tp)}")
+        else:
+            kwargs[name] = float(value) if tp is float else value
+    obj = cls(**kwargs)
+    obj.validate(at)
+    return obj
+
+
+def config_dirs() -> list[Path]:
+    """Where named configs live: the checkout's configs/, then the installed share/tfxfer/configs."""
+    return [Path(__file__).resolve().parent.parent / "configs", Path(sys.prefix) / "share" / "tfxfer" / "configs"]
+
+
+def resolve_config_path(name_or_path: str) -> Path:
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    if os.sep not in name_or_path and not path.suffix:
+        for d in config_dirs():
+            if (d / f"{name_or_path}.yaml").is_file():
+                return d / f"{name_or_path}.yaml"
+    raise UserError(f"config {name_or_path!r} not found; give a YAML file or one of: {', '.join(list_configs())}")
+
+
+def list_configs() -> list[str]:
+    return sorted({p.stem for d in config_dirs() if d.is_dir() for p in d.glob("*.yaml")})
+
+
+def load_config(name_or_path: str | None = "quickstart", overrides: dict | None = None) -> Config:
+    """Load a YAML config (a path, or the name of one in configs/), apply dotted-key overrides, validate."""
+    data: dict = {}
+    if name_or_path is not None:
+        path = resolve_config_path(name_or_path)
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise UserError(f"config {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    for dotted, value in (overrides or {}).items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return Config.from_dict(data)
+
+
+def dump_config(config: Config) -> str:
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)

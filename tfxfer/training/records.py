@@ -1,0 +1,44 @@
+"""Result records and the atomic writes every stage uses for its outputs."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+# Field names fixed by DESIGN.md: reports and outside tools read them.
+RESULT_FIELDS = ("run_id", "treatment", "n", "base_run_id", "dataset", "arch", "split", "split_seed", "split_hash",
+                 "classes", "seed", "top1", "top5", "best_val_top1", "epochs", "wall_s", "images_per_s",
+                 "precision", "device", "version", "config")
+RESULT_FILE = "result.json"
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write to a temporary file in the same directory, then rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def write_result(run_dir: str | os.PathLike, record: dict) -> Path:
+    missing = [f for f in RESULT_FIELDS if f not in record]
+    if missing:
+        raise ValueError(f"result record lacks {missing}")
+    path = Path(run_dir) / RESULT_FILE
+    atomic_write_text(path, json.dumps({f: record[f] for f in RESULT_FIELDS}, indent=2) + "\n")
+    return path
+
+
+def read_result(run_dir: str | os.PathLike) -> dict | None:
+    """The run's result record, or None while the run is unfinished."""
+    path = Path(run_dir) / RESULT_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
