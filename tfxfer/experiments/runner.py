@@ -1,0 +1,29 @@
+"""Run one RunSpec to completion: reuse a finished run, train the base it copies from first."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from tfxfer.data.tasks import load_data, task_data
+from tfxfer.experiments.runspec import RunSpec
+from tfxfer.training.loop import WEIGHTS_FILE, train
+from tfxfer.training.records import read_result
+from tfxfer.treatments import get_treatment
+
+
+def run(spec: RunSpec, out: str | Path | None = None, loaded=None, verbose: bool = True) -> dict:
+    """The run's result record: read back if it finished before, else trained now (resuming)."""
+    out = Path(out or spec.config.out)
+    run_dir = out / spec.run_id
+    done = read_result(run_dir)
+    if done is not None:
+        if verbose:
+            print(f"{spec.run_id}: finished before (top1 {done['top1']:.4f}); reusing it")
+        return done
+    loaded = loaded or load_data(spec.config)
+    base_record = run(spec.base, out, loaded, verbose) if spec.base else None
+    t = get_treatment(spec.treatment)
+    task = task_data(spec.config, *loaded, task=t.target, source=t.source)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    base_weights = out / base_record["run_id"] / WEIGHTS_FILE if base_record else None
+    return train(spec, run_dir, task, base_weights=base_weights,
+                 base_run_id=base_record["run_id"] if base_record else None, verbose=verbose)

@@ -1,0 +1,205 @@
+"""The training loop: one custom `strategy.run` step for every strategy.
+
+Keras 3's `model.fit` does not run under MultiWorkerMirroredStrategy, so the same loop serves the
+default strategy, MirroredStrategy and MultiWorkerMirroredStrategy. Steps run in chunks inside one
+tf.function (like `steps_per_execution`), between which the progress bar updates.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfxfer import __version__
+from tfxfer.config import RecipeConfig, dump_config
+from tfxfer.data.pipeline import make_dataset
+from tfxfer.data.tasks import TaskData
+from tfxfer.experiments.runspec import RunSpec
+from tfxfer.models import LAYER_NAMES, build_model, get_arch
+from tfxfer.training.checkpoints import EpochCheckpoints
+from tfxfer.training.records import atomic_write_text, write_result
+from tfxfer.training.strategy import device_name, is_chief, make_strategy
+from tfxfer.training.tensorboard import RunLogger
+from tfxfer.treatments import build_treatment, get_treatment
+
+WEIGHTS_FILE = "model.weights.h5"
+CONFIG_FILE = "config.yaml"
+EVAL_BATCH = 256
+
+
+def learning_rate(recipe: RecipeConfig, steps_per_epoch: int):
+    """Step decay ×lr_decay every lr_step_epochs (default: at 50 % and 75 % of training)."""
+    if recipe.lr_step_epochs:
+        epochs = list(range(recipe.lr_step_epochs, recipe.epochs, recipe.lr_step_epochs))
+    else:
+        epochs = sorted({e for e in (recipe.epochs // 2, (3 * recipe.epochs) // 4) if 0 < e < recipe.epochs})
+    if not epochs:
+        return recipe.lr
+    return keras.optimizers.schedules.PiecewiseConstantDecay(
+        [e * steps_per_epoch for e in epochs], [recipe.lr * recipe.lr_decay ** i for i in range(len(epochs) + 1)])
+
+
+def make_optimizer(recipe: RecipeConfig, steps_per_epoch: int):
+    lr = learning_rate(recipe, steps_per_epoch)
+    if recipe.optimizer == "adam":
+        opt = keras.optimizers.Adam(lr)
+    else:
+        opt = keras.optimizers.SGD(lr, momentum=recipe.momentum)
+    return keras.optimizers.LossScaleOptimizer(opt) if recipe.precision == "mixed_float16" else opt
+
+
+def topk_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
+    k = min(k, logits.shape[1])
+    top = np.argpartition(-logits, k - 1, axis=1)[:, :k]
+    return float(np.mean(np.any(top == labels[:, None], axis=1)))
+
+
+def predict_logits(model, x: np.ndarray, task: TaskData) -> np.ndarray:
+    ds = make_dataset(x, np.zeros(len(x), np.int64), input_size=task.spec.input_size,
+                      resize_size=task.spec.resize_size, norm=task.norm, batch_size=EVAL_BATCH, training=False)
+    forward = tf.function(lambda images: model(images, training=False))
+    return np.concatenate([forward(images).numpy() for images, _ in ds]) if len(x) else np.zeros((0, 1))
+
+
+def evaluate(model, x, y, task: TaskData) -> dict[str, float]:
+    logits = predict_logits(model, x, task)
+    loss = float(np.mean(keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)))
+    return {"loss": loss, "top1": topk_accuracy(logits, y, 1), "top5": topk_accuracy(logits, y, 5)}
+
+
+def _build(spec: RunSpec, task: TaskData, base_weights: Path | None):
+    cfg = spec.config
+    kwargs = dict(dropout=cfg.recipe.dropout, weight_decay=cfg.recipe.weight_decay,
+                  renorm_radius=cfg.arch.renorm_radius, dtype_policy=cfg.recipe.precision)
+    base = None
+    if base_weights is not None:
+        base = build_model(task.spec, task.source_classes, **kwargs)
+        base.load_weights(base_weights)
+    return build_treatment(spec.treatment, spec.n, task.spec, task.num_classes, base=base, seed=cfg.seed, **kwargs)
+
+
+def train(spec: RunSpec, run_dir: Path, task: TaskData, base_weights: Path | None = None,
+          base_run_id: str | None = None, verbose: bool = True) -> dict:
+    """Train one run to completion (resuming from its last checkpoint) and write its result record."""
+    cfg, recipe = spec.config, spec.config.recipe
+    keras.utils.set_random_seed(cfg.seed)
+    strategy = make_strategy(cfg.training)
+    chief = is_chief(strategy)
+    if chief:
+        atomic_write_text(run_dir / CONFIG_FILE, dump_config(cfg))
+
+    global_batch = recipe.batch_size
+    if global_batch % strategy.num_replicas_in_sync:
+        global_batch += strategy.num_replicas_in_sync - global_batch % strategy.num_replicas_in_sync
+    steps_per_epoch = max(1, len(task.train_x) // global_batch)
+
+    with strategy.scope():
+        model = _build(spec, task, base_weights)
+        optimizer = make_optimizer(recipe, steps_per_epoch)
+        optimizer.build(model.trainable_variables)
+        checkpoints = EpochCheckpoints(run_dir, model, optimizer, chief)
+    history = checkpoints.restore()
+    if history and verbose:
+        print(f"{spec.run_id}: resuming after epoch {len(history)} of {recipe.epochs}")
+
+    scale_loss = recipe.precision == "mixed_float16"
+
+    def step(images, labels):
+        with tf.GradientTape() as tape:
+            logits = model(images, training=True)
+            per_example = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+            loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+            if model.losses:
+                loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
+            scaled = optimizer.scale_loss(loss) if scale_loss else loss
+        grads = tape.gradient(scaled, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, 1), labels), tf.float32))
+        return tf.reduce_sum(per_example), correct
+
+    @tf.function
+    def train_chunk(iterator, steps):
+        totals = tf.zeros(2)
+        for _ in tf.range(steps):
+            loss_sum, correct = strategy.run(step, args=next(iterator))
+            totals += tf.stack([strategy.reduce("SUM", loss_sum, axis=None), strategy.reduce("SUM", correct, axis=None)])
+        return totals
+
+    def dataset_fn(epoch):
+        def fn(ctx: tf.distribute.InputContext):
+            return make_dataset(task.train_x, task.train_y, input_size=task.spec.input_size,
+                                resize_size=task.spec.resize_size, norm=task.norm,
+                                batch_size=ctx.get_per_replica_batch_size(global_batch), training=True,
+                                seed=cfg.seed, epoch=epoch, pad=recipe.augment.pad, crop=recipe.augment.crop,
+                                flip=recipe.augment.flip, shard=(ctx.num_input_pipelines, ctx.input_pipeline_id))
+        return strategy.distribute_datasets_from_function(fn)
+
+    hparams = {"run_id": spec.run_id, "treatment": spec.treatment, "n": spec.n, "dataset": cfg.dataset.name,
+               "arch": cfg.arch.name, "split": task.split.kind, "split_seed": task.split.seed or 0,
+               "seed": cfg.seed, "lr": recipe.lr, "batch_size": recipe.batch_size, "precision": recipe.precision}
+    logger = RunLogger(run_dir / "tb", hparams if not history else None, enabled=chief)
+    chunk = max(1, min(steps_per_epoch, 10))
+    train_s = sum(h["train_s"] for h in history)
+    for epoch in range(len(history), recipe.epochs):
+        if recipe.early_stopping_patience and _stalled(history, recipe.early_stopping_patience):
+            break
+        bar = keras.utils.Progbar(steps_per_epoch, stateful_metrics=["loss", "top1"], verbose=1 if verbose and chief else 0)
+        if verbose and chief:
+            print(f"{spec.run_id} epoch {epoch + 1}/{recipe.epochs}")
+        iterator = iter(dataset_fn(epoch))
+        totals, done, t0 = np.zeros(2), 0, time.perf_counter()
+        while done < steps_per_epoch:
+            k = min(chunk, steps_per_epoch - done)
+            totals += train_chunk(iterator, tf.constant(k)).numpy()
+            done += k
+            seen = done * global_batch
+            bar.update(done, [("loss", totals[0] / seen), ("top1", totals[1] / seen)])
+        epoch_s = time.perf_counter() - t0
+        train_s += epoch_s
+        val = evaluate(model, task.val_x, task.val_y, task) if len(task.val_x) else {}
+        lr = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+        seen = steps_per_epoch * global_batch
+        history.append({"epoch": epoch + 1, "train_loss": totals[0] / seen, "train_top1": totals[1] / seen,
+                        "val_loss": val.get("loss"), "val_top1": val.get("top1"), "lr": lr, "train_s": epoch_s,
+                        "images_per_s": seen / epoch_s})
+        logger.epoch(epoch + 1, {k: v for k, v in history[-1].items() if v is not None and k != "epoch"},
+                     model.get_layer("conv1").get_weights()[0])
+        checkpoints.save(epoch + 1, history)
+        if verbose and chief:
+            print(f"  val top1 {val.get('top1', float('nan')):.4f}  lr {lr:g}  {seen / epoch_s:.0f} img/s")
+
+    test = evaluate(model, task.test_x, task.test_y, task)
+    if not chief:
+        return {}
+    _save_weights(model, run_dir / WEIGHTS_FILE)
+    val_top1 = [h["val_top1"] for h in history if h["val_top1"] is not None]
+    record = {
+        "run_id": spec.run_id, "treatment": spec.treatment, "n": spec.n, "base_run_id": base_run_id,
+        "dataset": cfg.dataset.name, "arch": cfg.arch.name, "split": task.split.kind,
+        "split_seed": task.split.seed, "split_hash": task.split.hash, "classes": list(task.class_names),
+        "seed": cfg.seed, "top1": test["top1"], "top5": test["top5"],
+        "best_val_top1": max(val_top1) if val_top1 else None, "epochs": len(history),
+        "wall_s": round(train_s, 3), "images_per_s": round(len(history) * seen / train_s, 2) if train_s else None,
+        "precision": recipe.precision, "device": device_name(strategy), "version": __version__,
+        "config": cfg.to_dict(),
+    }
+    write_result(run_dir, record)
+    return record
+
+
+def _stalled(history: list[dict], patience: int) -> bool:
+    vals = [h["val_top1"] for h in history]
+    if len(vals) <= patience or any(v is None for v in vals):
+        return False
+    return max(vals[-patience:]) <= max(vals[:-patience])
+
+
+def _save_weights(model, path: Path) -> None:
+    tmp = path.with_name(f".{path.stem}.tmp.weights.h5")
+    model.save_weights(tmp)
+    tmp.replace(path)
