@@ -52,17 +52,21 @@ def _all() -> dict[str, Treatment]:
 TREATMENTS: dict[str, Treatment] = _all()
 
 
-def get_treatment(name: str, n: int | None = None) -> Treatment:
-    """The named treatment, after checking that `n` fits it (0 for base nets, 1..7 otherwise)."""
+def get_treatment(name: str) -> Treatment:
     if name not in TREATMENTS:
         raise UserError(f"treatment {name!r} is unknown; allowed: {', '.join(TREATMENTS)}")
-    t = TREATMENTS[name]
-    if n is not None:
-        if t.is_base and n not in (0, None):
-            raise UserError(f"n={n} makes no sense for {name}; base networks take no n (n = 0)")
-        if not t.is_base and not (isinstance(n, int) and 1 <= n <= N_MAX):
-            raise UserError(f"n={n!r} is out of range for {name}; allowed: 1..{N_MAX}")
-    return t
+    return TREATMENTS[name]
+
+
+def check_n(treatment: Treatment, n: int | None) -> int:
+    """n as the treatment takes it: 0 (or unset) for base nets, 1..7 otherwise."""
+    if treatment.is_base:
+        if n not in (0, None):
+            raise UserError(f"n={n} makes no sense for {treatment.name}; base networks take no n")
+        return 0
+    if not (isinstance(n, int) and 1 <= n <= N_MAX):
+        raise UserError(f"n={n!r} is out of range for {treatment.name}; allowed: 1..{N_MAX}")
+    return n
 
 
 def frozen_layers(treatment: Treatment, n: int) -> tuple[str, ...]:
@@ -77,14 +81,14 @@ def build_treatment(name: str, n: int, spec: ArchSpec, num_classes: int, *, base
     The architecture is rebuilt from `spec` with a fresh initialization from `seed`; layers 1..n
     then take `base`'s weights (for treatments that copy) and `trainable` is set per the treatment.
     """
-    t = get_treatment(name, 0 if name in ("baseA", "baseB") else n)
-    n = 0 if t.is_base else n
+    t = get_treatment(name)
+    n = check_n(t, n)
     if t.source and base is None:
         raise ValueError(f"{name} copies layers 1..{n} from {t.base_treatment}: pass its model as `base`")
     # Each treatment draws its own initialization: were BnB's upper layers re-initialized exactly as
     # baseB's were, it would be biased toward rediscovering baseB's co-adapted features.
     init_seed = seed if t.is_base else layer_seed(seed, f"{name}{n}")
-    model = build_model(spec, num_classes, seed=init_seed, name=f"{name}{n or ''}", **model_kwargs)
+    model = build_model(spec, num_classes, seed=init_seed, name=f"{name.replace('+', '_ft')}{n or ''}", **model_kwargs)
     if t.source:
         for layer in LAYER_NAMES[:n]:
             model.get_layer(layer).set_weights(base.get_layer(layer).get_weights())

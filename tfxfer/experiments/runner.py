@@ -3,8 +3,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import yaml
+
+from tfxfer.config import Config
 from tfxfer.data.tasks import load_data, task_data
+from tfxfer.errors import UserError
 from tfxfer.experiments.runspec import RunSpec
+from tfxfer.models import build_model, get_arch
 from tfxfer.training.loop import WEIGHTS_FILE, train
 from tfxfer.training.records import read_result
 from tfxfer.treatments import get_treatment
@@ -27,3 +32,17 @@ def run(spec: RunSpec, out: str | Path | None = None, loaded=None, verbose: bool
     base_weights = out / base_record["run_id"] / WEIGHTS_FILE if base_record else None
     return train(spec, run_dir, task, base_weights=base_weights,
                  base_run_id=base_record["run_id"] if base_record else None, verbose=verbose)
+
+
+def load_run_model(run_dir: str | Path):
+    """A finished run's trained network, rebuilt from its recorded config and final weights."""
+    run_dir = Path(run_dir)
+    record = read_result(run_dir)
+    if record is None:
+        raise UserError(f"run directory {run_dir} holds no finished run ({run_dir / 'result.json'} is missing)")
+    cfg = Config.from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    model = build_model(get_arch(cfg.arch.name, cfg.arch.width), len(record["classes"]), dropout=cfg.recipe.dropout,
+                        renorm_radius=cfg.arch.renorm_radius, dtype_policy=cfg.recipe.precision,
+                        name=record["run_id"])
+    model.load_weights(run_dir / WEIGHTS_FILE)
+    return model

@@ -6,7 +6,7 @@ import hashlib
 import json
 
 from tfxfer.config import Config
-from tfxfer.treatments import get_treatment
+from tfxfer.treatments import check_n, get_treatment
 
 # Sections that change what a run computes. `out` is where it goes and `training` how it is
 # spread over devices, neither of which makes it a different network.
@@ -16,13 +16,11 @@ _IDENTITY = ("dataset", "split", "arch", "recipe", "seed")
 @dataclasses.dataclass(frozen=True)
 class RunSpec:
     treatment: str
-    n: int
+    n: int | None  # normalized: 0 for base nets
     config: Config
 
     def __post_init__(self):
-        t = get_treatment(self.treatment, self.n)
-        if t.is_base:
-            object.__setattr__(self, "n", 0)
+        object.__setattr__(self, "n", check_n(get_treatment(self.treatment), self.n))
 
     @property
     def run_id(self) -> str:

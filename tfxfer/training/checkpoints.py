@@ -7,6 +7,7 @@ checkpoints (history.json) so a resumed run reports the same record as an uninte
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -23,6 +24,7 @@ class EpochCheckpoints:
         self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=self.epoch)
         # Under MultiWorkerMirroredStrategy every worker must save; only the chief's copy is kept.
         directory = run_dir / "checkpoints" if chief else Path(tempfile.mkdtemp(prefix="tfxfer-worker-ckpt-"))
+        self.directory = directory
         self.manager = tf.train.CheckpointManager(self.checkpoint, str(directory), max_to_keep=keep)
         self.history_path = run_dir / HISTORY_FILE
         self.chief = chief
@@ -42,3 +44,8 @@ class EpochCheckpoints:
         if self.chief:
             atomic_write_text(self.history_path, json.dumps(history, indent=1))
         self.manager.save(checkpoint_number=epoch)
+
+    def discard_scratch(self) -> None:
+        """Remove a non-chief worker's scratch checkpoints once training is over."""
+        if not self.chief:
+            shutil.rmtree(self.directory, ignore_errors=True)

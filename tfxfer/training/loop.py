@@ -59,15 +59,19 @@ def topk_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
     return float(np.mean(np.any(top == labels[:, None], axis=1)))
 
 
-def predict_logits(model, x: np.ndarray, task: TaskData) -> np.ndarray:
+def inference(model):
+    """The model's forward pass in inference mode, traced once (the last batch may be smaller)."""
+    return tf.function(lambda images: model(images, training=False), reduce_retracing=True)
+
+
+def predict_logits(forward, x: np.ndarray, task: TaskData) -> np.ndarray:
     ds = make_dataset(x, np.zeros(len(x), np.int64), input_size=task.spec.input_size,
                       resize_size=task.spec.resize_size, norm=task.norm, batch_size=EVAL_BATCH, training=False)
-    forward = tf.function(lambda images: model(images, training=False))
-    return np.concatenate([forward(images).numpy() for images, _ in ds]) if len(x) else np.zeros((0, 1))
+    return np.concatenate([forward(images).numpy() for images, _ in ds])
 
 
-def evaluate(model, x, y, task: TaskData) -> dict[str, float]:
-    logits = predict_logits(model, x, task)
+def evaluate(forward, x, y, task: TaskData) -> dict[str, float]:
+    logits = predict_logits(forward, x, task)
     loss = float(np.mean(keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)))
     return {"loss": loss, "top1": topk_accuracy(logits, y, 1), "top5": topk_accuracy(logits, y, 5)}
 
@@ -107,6 +111,7 @@ def train(spec: RunSpec, run_dir: Path, task: TaskData, base_weights: Path | Non
     if history and verbose:
         print(f"{spec.run_id}: resuming after epoch {len(history)} of {recipe.epochs}")
 
+    forward = inference(model)
     scale_loss = recipe.precision == "mixed_float16"
 
     def step(images, labels):
@@ -161,7 +166,7 @@ def train(spec: RunSpec, run_dir: Path, task: TaskData, base_weights: Path | Non
             bar.update(done, [("loss", totals[0] / seen), ("top1", totals[1] / seen)])
         epoch_s = time.perf_counter() - t0
         train_s += epoch_s
-        val = evaluate(model, task.val_x, task.val_y, task) if len(task.val_x) else {}
+        val = evaluate(forward, task.val_x, task.val_y, task) if len(task.val_x) else {}
         lr = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
         seen = steps_per_epoch * global_batch
         history.append({"epoch": epoch + 1, "train_loss": totals[0] / seen, "train_top1": totals[1] / seen,
@@ -173,10 +178,8 @@ def train(spec: RunSpec, run_dir: Path, task: TaskData, base_weights: Path | Non
         if verbose and chief:
             print(f"  val top1 {val.get('top1', float('nan')):.4f}  lr {lr:g}  {seen / epoch_s:.0f} img/s")
 
-    test = evaluate(model, task.test_x, task.test_y, task)
-    if not chief:
-        return {}
-    _save_weights(model, run_dir / WEIGHTS_FILE)
+    test = evaluate(forward, task.test_x, task.test_y, task)
+    checkpoints.discard_scratch()
     val_top1 = [h["val_top1"] for h in history if h["val_top1"] is not None]
     record = {
         "run_id": spec.run_id, "treatment": spec.treatment, "n": spec.n, "base_run_id": base_run_id,
@@ -188,7 +191,9 @@ def train(spec: RunSpec, run_dir: Path, task: TaskData, base_weights: Path | Non
         "precision": recipe.precision, "device": device_name(strategy), "version": __version__,
         "config": cfg.to_dict(),
     }
-    write_result(run_dir, record)
+    if chief:
+        _save_weights(model, run_dir / WEIGHTS_FILE)
+        write_result(run_dir, record)
     return record
 
 

@@ -1,0 +1,33 @@
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Tests must never reach for real data or a cache outside their temporary directories.
+os.environ.pop("TFXFER_CIFAR10", None)
+os.environ.pop("TFXFER_CIFAR100", None)
+
+import pytest  # noqa: E402
+
+from tfxfer.config import Config  # noqa: E402
+
+# A tiny synthetic setup: seconds per run on 2 CPU cores.
+TINY = {
+    "dataset": {"name": "synthetic", "train_per_class": 60, "test_per_class": 20, "val_fraction": 0.2},
+    "arch": {"name": "cifar8", "width": 0.25},
+    "recipe": {"epochs": 2, "batch_size": 32, "augment": {"pad": 2, "flip": False}},
+}
+
+
+def tiny_config(tmp_path, **sections) -> Config:
+    data = {k: dict(v) for k, v in TINY.items()}
+    for key, value in sections.items():
+        if isinstance(value, dict):
+            data.setdefault(key, {}).update(value)
+        else:
+            data[key] = value
+    data["out"] = str(tmp_path / "runs")
+    return Config.from_dict(data)
+
+
+@pytest.fixture(autouse=True)
+def _cache_in_tmp(tmp_path, monkeypatch):
+    monkeypatch.setenv("TFXFER_CACHE", str(tmp_path / "cache"))
