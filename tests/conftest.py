@@ -13,7 +13,8 @@ from tfxfer.config import Config  # noqa: E402
 TINY = {
     "dataset": {"name": "synthetic", "train_per_class": 60, "test_per_class": 20, "val_fraction": 0.2},
     "arch": {"name": "cifar8", "width": 0.25},
-    "recipe": {"epochs": 2, "batch_size": 32, "augment": {"pad": 2, "flip": False}},
+    "recipe": {"optimizer": "adam", "lr": 0.002, "dropout": 0.0, "epochs": 2, "batch_size": 16,
+               "augment": {"pad": 2, "flip": False}},
 }
 
 

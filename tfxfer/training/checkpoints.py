@@ -21,7 +21,10 @@ HISTORY_FILE = "history.json"
 class EpochCheckpoints:
     def __init__(self, run_dir: Path, model, optimizer, chief: bool, keep: int = 2):
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=self.epoch)
+        # Keras 3 models are not tracked by tf.train.Checkpoint as objects, so their variables are
+        # listed explicitly: weights, the dropout seed generators' states, the optimizer's slots.
+        self.checkpoint = tf.train.Checkpoint(model=[v.value for v in model.variables],
+                                              optimizer=[v.value for v in optimizer.variables], epoch=self.epoch)
         # Under MultiWorkerMirroredStrategy every worker must save; only the chief's copy is kept.
         directory = run_dir / "checkpoints" if chief else Path(tempfile.mkdtemp(prefix="tfxfer-worker-ckpt-"))
         self.directory = directory

@@ -108,7 +108,7 @@ def train(spec: RunSpec, run_dir: Path, task: TaskData, base_weights: Path | Non
         optimizer.build(model.trainable_variables)
         checkpoints = EpochCheckpoints(run_dir, model, optimizer, chief)
     history = checkpoints.restore()
-    if history and verbose:
+    if history and chief:
         print(f"{spec.run_id}: resuming after epoch {len(history)} of {recipe.epochs}")
 
     forward = inference(model)

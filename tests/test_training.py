@@ -1,0 +1,54 @@
+"""One base net end to end: it learns, and leaves the run directory DESIGN.md describes."""
+import json
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import tiny_config
+from tfxfer.experiments.runner import run
+from tfxfer.experiments.runspec import RunSpec
+from tfxfer.training.records import RESULT_FIELDS
+
+
+@pytest.fixture(scope="module")
+def base_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("base")
+    cfg = tiny_config(tmp, recipe={"epochs": 4})
+    record = run(RunSpec("baseB", None, cfg), verbose=False)
+    return record, tmp / "runs" / record["run_id"]
+
+
+def test_base_net_beats_chance_by_a_wide_margin(base_run):
+    record, _ = base_run
+    chance = 1 / len(record["classes"])
+    assert record["top1"] > 3 * chance, record["top1"]
+    assert record["top5"] > record["top1"]
+    assert record["best_val_top1"] > 3 * chance
+
+
+def test_result_record_fields(base_run):
+    record, run_dir = base_run
+    on_disk = json.loads((run_dir / "result.json").read_text())
+    assert list(on_disk) == list(RESULT_FIELDS)
+    assert on_disk["n"] == 0 and on_disk["base_run_id"] is None and on_disk["treatment"] == "baseB"
+    assert on_disk["epochs"] == 4 and on_disk["wall_s"] > 0 and on_disk["images_per_s"] > 0
+    assert on_disk["config"]["recipe"]["epochs"] == 4 and on_disk["device"] == "cpu"
+    assert (run_dir / "config.yaml").is_file() and (run_dir / "model.weights.h5").is_file()
+
+
+def test_tensorboard_has_scalars_filters_and_hparams(base_run):
+    _, run_dir = base_run
+    acc = EventAccumulator(str(run_dir / "tb"), size_guidance={"tensors": 0}).Reload()
+    tags = acc.Tags()["tensors"]
+    for tag in ("train_loss", "train_top1", "val_loss", "val_top1", "lr", "conv1/filters"):
+        assert tag in tags, tags
+    assert len(acc.Tensors("val_top1")) == 4
+    assert "_hparams_/session_start_info" in tags
+
+
+def test_finished_run_is_reused_not_retrained(base_run, capsys):
+    record, run_dir = base_run
+    cfg = tiny_config(run_dir.parent.parent, recipe={"epochs": 4})
+    again = run(RunSpec("baseB", 0, cfg))
+    assert again == json.loads((run_dir / "result.json").read_text())
+    assert "reusing" in capsys.readouterr().out
