@@ -88,7 +88,8 @@ def list_(kind):
 
 def main(argv=None):
     try:
-        cli.main(args=argv, prog_name="tfxfer", standalone_mode=False)
+        # standalone_mode=False lets UserError through to be printed as one line below.
+        rv = cli.main(args=argv, prog_name="tfxfer", standalone_mode=False)
     except UserError as e:
         click.echo(f"tfxfer: error: {e}", err=True)
         sys.exit(2)
@@ -98,6 +99,7 @@ def main(argv=None):
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)
+    sys.exit(rv if isinstance(rv, int) else 0)
 
 
 if __name__ == "__main__":
