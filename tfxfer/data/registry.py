@@ -7,8 +7,11 @@ the tf.data pipeline all start from it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
+
+from tfxfer.errors import UserError
 
 
 @dataclasses.dataclass
@@ -26,3 +29,77 @@ class ImageData:
     @property
     def image_shape(self) -> tuple[int, int, int]:
         return tuple(self.train_x.shape[1:])
+
+
+# Every name `load_dataset` accepts; NAME and PATH are placeholders.
+DATASETS: dict[str, str] = {
+    "synthetic": "24 procedurally drawn 32x32 classes in two families (shapes, textures); no files needed",
+    "cifar10": "CIFAR-10 from path, $TFXFER_CIFAR10, or TFDS (which may download)",
+    "cifar100": "CIFAR-100 from path, $TFXFER_CIFAR100, or TFDS (which may download)",
+    "tfds:NAME": "a TFDS image-classification dataset already prepared in data_dir",
+    "folder:PATH": "class folders PATH/{train,test}/<class>/* or PATH/<class>/* (test held out)",
+}
+
+
+def list_datasets() -> list[str]:
+    return list(DATASETS)
+
+
+def load_dataset(
+    name: str,
+    *,
+    path: str | None = None,
+    data_dir: str | None = None,
+    image_size: int = 32,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    train_per_class: int | None = None,
+    test_per_class: int | None = None,
+    cache_dir: str | None = None,
+) -> ImageData:
+    """Load dataset `name` (see `DATASETS`) into memory.
+
+    path: a local CIFAR copy (cifar10/cifar100 only). data_dir: the TFDS data directory.
+    image_size: the side images are resized to when a dataset's images differ in size.
+    test_fraction, seed: the held-out test set of sources without a test split.
+    train_per_class, test_per_class: keep at most this many images per class, the first ones in
+    a seeded order. cache_dir: where decoded image folders are cached (default $TFXFER_CACHE or
+    ~/.cache/tfxfer).
+    """
+    # Imported here: the readers import this module for ImageData.
+    from tfxfer.data import sources
+    from tfxfer.data.splits import select_per_class
+
+    counts = (("train_per_class", train_per_class), ("test_per_class", test_per_class), ("image_size", image_size))
+    for flag, value in counts:
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise UserError(f"{flag} {value!r} is invalid; allowed: a whole number of at least 1")
+    if not 0.0 < test_fraction < 1.0:
+        raise UserError(f"test_fraction {test_fraction!r} is out of range; allowed: 0 < test_fraction < 1")
+    if path is not None and name not in ("cifar10", "cifar100"):
+        raise UserError(
+            f"path is only for cifar10 and cifar100; for dataset {name!r} leave it out (a folder is named folder:PATH)"
+        )
+
+    kind, _, arg = name.partition(":")
+    if name == "synthetic":
+        from tfxfer.data.synthetic import load_synthetic
+
+        return load_synthetic(train_per_class=train_per_class or 300, test_per_class=test_per_class or 100, seed=seed)
+    if name in ("cifar10", "cifar100"):
+        data = sources.load_cifar(name, path=path, data_dir=data_dir, image_size=image_size, cache_dir=cache_dir)
+    elif kind == "folder" and arg:
+        data = sources.read_folder(
+            arg, name=name, image_size=image_size, cache_dir=cache_dir, test_fraction=test_fraction, seed=seed
+        )
+    elif kind == "tfds" and arg:
+        data = sources.read_tfds(arg, data_dir=data_dir, image_size=image_size, test_fraction=test_fraction, seed=seed)
+    else:
+        raise UserError(f"dataset {name!r} is unknown; allowed: {', '.join(DATASETS)}")
+
+    for part, cap in (("train", train_per_class), ("test", test_per_class)):
+        if cap is not None:
+            x, y = getattr(data, f"{part}_x"), getattr(data, f"{part}_y")
+            keep = select_per_class(y, functools.partial(min, cap), seed)
+            data = dataclasses.replace(data, **{f"{part}_x": x[keep], f"{part}_y": y[keep]})
+    return data
