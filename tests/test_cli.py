@@ -1,6 +1,5 @@
 """The command line: help, bad input as one clear line with exit code 2, image folders end to end."""
 import gzip
-import json
 
 import numpy as np
 import pytest

@@ -6,8 +6,6 @@ tf.function (like `steps_per_execution`), between which the progress bar updates
 """
 from __future__ import annotations
 
-import dataclasses
-import math
 import time
 from pathlib import Path
 
@@ -20,12 +18,12 @@ from tfxfer.config import RecipeConfig, dump_config
 from tfxfer.data.pipeline import make_dataset
 from tfxfer.data.tasks import TaskData
 from tfxfer.experiments.runspec import RunSpec
-from tfxfer.models import LAYER_NAMES, build_model, get_arch
+from tfxfer.models import build_model
 from tfxfer.training.checkpoints import EpochCheckpoints
 from tfxfer.training.records import atomic_write_text, write_result
 from tfxfer.training.strategy import device_name, is_chief, make_strategy
 from tfxfer.training.tensorboard import RunLogger
-from tfxfer.treatments import build_treatment, get_treatment
+from tfxfer.treatments import build_treatment
 
 WEIGHTS_FILE = "model.weights.h5"
 CONFIG_FILE = "config.yaml"
@@ -149,13 +147,13 @@ def train(spec: RunSpec, run_dir: Path, task: TaskData, base_weights: Path | Non
                "seed": cfg.seed, "lr": recipe.lr, "batch_size": recipe.batch_size, "precision": recipe.precision}
     logger = RunLogger(run_dir / "tb", hparams if not history else None, enabled=chief)
     chunk = max(1, min(steps_per_epoch, 10))
-    train_s = sum(h["train_s"] for h in history)
     for epoch in range(len(history), recipe.epochs):
         if recipe.early_stopping_patience and _stalled(history, recipe.early_stopping_patience):
             break
         bar = keras.utils.Progbar(steps_per_epoch, stateful_metrics=["loss", "top1"], verbose=1 if verbose and chief else 0)
         if verbose and chief:
             print(f"{spec.run_id} epoch {epoch + 1}/{recipe.epochs}")
+        t_epoch = time.perf_counter()
         iterator = iter(dataset_fn(epoch))
         totals, done, t0 = np.zeros(2), 0, time.perf_counter()
         while done < steps_per_epoch:
@@ -165,20 +163,23 @@ def train(spec: RunSpec, run_dir: Path, task: TaskData, base_weights: Path | Non
             seen = done * global_batch
             bar.update(done, [("loss", totals[0] / seen), ("top1", totals[1] / seen)])
         epoch_s = time.perf_counter() - t0
-        train_s += epoch_s
         val = evaluate(forward, task.val_x, task.val_y, task) if len(task.val_x) else {}
-        lr = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
-        seen = steps_per_epoch * global_batch
-        history.append({"epoch": epoch + 1, "train_loss": totals[0] / seen, "train_top1": totals[1] / seen,
-                        "val_loss": val.get("loss"), "val_top1": val.get("top1"), "lr": lr, "train_s": epoch_s,
-                        "images_per_s": seen / epoch_s})
-        logger.epoch(epoch + 1, {k: v for k, v in history[-1].items() if v is not None and k != "epoch"},
+        scalars = {"train_loss": totals[0] / seen, "train_top1": totals[1] / seen, "val_loss": val.get("loss"),
+                   "val_top1": val.get("top1"), "lr": float(keras.ops.convert_to_numpy(optimizer.learning_rate)),
+                   "images_per_s": seen / epoch_s}
+        logger.epoch(epoch + 1, {k: v for k, v in scalars.items() if v is not None},
                      model.get_layer("conv1").get_weights()[0])
+        history.append({"epoch": epoch + 1, **scalars, "images": seen, "train_s": epoch_s,
+                        "wall_s": time.perf_counter() - t_epoch})
         checkpoints.save(epoch + 1, history)
         if verbose and chief:
-            print(f"  val top1 {val.get('top1', float('nan')):.4f}  lr {lr:g}  {seen / epoch_s:.0f} img/s")
+            print(f"  val top1 {val.get('top1', float('nan')):.4f}  lr {scalars['lr']:g}  "
+                  f"{scalars['images_per_s']:.0f} img/s")
 
+    t_test = time.perf_counter()
     test = evaluate(forward, task.test_x, task.test_y, task)
+    wall_s = sum(h["wall_s"] for h in history) + time.perf_counter() - t_test
+    train_s = sum(h["train_s"] for h in history)
     checkpoints.discard_scratch()
     val_top1 = [h["val_top1"] for h in history if h["val_top1"] is not None]
     record = {
@@ -187,7 +188,7 @@ def train(spec: RunSpec, run_dir: Path, task: TaskData, base_weights: Path | Non
         "split_seed": task.split.seed, "split_hash": task.split.hash, "classes": list(task.class_names),
         "seed": cfg.seed, "top1": test["top1"], "top5": test["top5"],
         "best_val_top1": max(val_top1) if val_top1 else None, "epochs": len(history),
-        "wall_s": round(train_s, 3), "images_per_s": round(len(history) * seen / train_s, 2) if train_s else None,
+        "wall_s": round(wall_s, 3), "images_per_s": round(sum(h["images"] for h in history) / train_s, 2),
         "precision": recipe.precision, "device": device_name(strategy), "version": __version__,
         "config": cfg.to_dict(),
     }
