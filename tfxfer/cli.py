@@ -63,9 +63,7 @@ def train(config_name, treatment, n, quiet, **flags):
     overrides = {TRAIN_OVERRIDES[k]: v for k, v in flags.items() if v is not None}
     config = load_config(config_name, overrides)
     spec = RunSpec(treatment, n, config)
-    record = run(spec, verbose=not quiet)
-    click.echo(f"{record['run_id']}: top1 {record['top1']:.4f}  top5 {record['top5']:.4f}  "
-               f"({record['epochs']} epochs, {record['wall_s']:.0f} s) -> {os.path.join(config.out, record['run_id'])}")
+    run(spec, verbose=not quiet)
 
 
 @cli.command("list")

@@ -21,8 +21,7 @@ def run(spec: RunSpec, out: str | Path | None = None, loaded=None, verbose: bool
     run_dir = out / spec.run_id
     done = read_result(run_dir)
     if done is not None:
-        if verbose:
-            print(f"{spec.run_id}: finished before (top1 {done['top1']:.4f}); reusing it")
+        print(f"{spec.run_id}: finished before (top1 {done['top1']:.4f}); reusing {run_dir}")
         return done
     loaded = loaded or load_data(spec.config)
     base_record = run(spec.base, out, loaded, verbose) if spec.base else None
@@ -30,8 +29,11 @@ def run(spec: RunSpec, out: str | Path | None = None, loaded=None, verbose: bool
     task = task_data(spec.config, *loaded, task=t.target, source=t.source)
     run_dir.mkdir(parents=True, exist_ok=True)
     base_weights = out / base_record["run_id"] / WEIGHTS_FILE if base_record else None
-    return train(spec, run_dir, task, base_weights=base_weights,
-                 base_run_id=base_record["run_id"] if base_record else None, verbose=verbose)
+    record = train(spec, run_dir, task, base_weights=base_weights,
+                   base_run_id=base_record["run_id"] if base_record else None, verbose=verbose)
+    print(f"{record['run_id']}: top1 {record['top1']:.4f}  top5 {record['top5']:.4f}  "
+          f"({record['epochs']} epochs, {record['wall_s']:.0f} s) -> {run_dir}")
+    return record
 
 
 def load_run_model(run_dir: str | Path):
