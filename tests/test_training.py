@@ -52,3 +52,16 @@ def test_finished_run_is_reused_not_retrained(base_run, capsys):
     again = run(RunSpec("baseB", 0, cfg))
     assert again == json.loads((run_dir / "result.json").read_text())
     assert "reusing" in capsys.readouterr().out
+
+
+def test_finished_run_loads_back_with_its_preprocessing(base_run):
+    import numpy as np
+
+    from tfxfer.experiments.runner import load_run
+
+    record, run_dir = base_run
+    run = load_run(run_dir)
+    assert run.record == record and run.class_names == record["classes"]
+    assert run.spec.input_size == 32 and len(run.norm.mean) == 3 and all(s > 0 for s in run.norm.std)
+    x = np.zeros((1, 32, 32, 3), np.float32)
+    assert run.model(x).shape == (1, len(record["classes"]))

@@ -30,6 +30,11 @@ class Normalization:
         sample = images[::step].astype(np.float64)
         return cls(tuple(sample.mean(axis=(0, 1, 2)).tolist()), tuple(sample.std(axis=(0, 1, 2)).tolist()))
 
+    def __post_init__(self):
+        # Read back from JSON as lists; tuples keep the dataclass hashable and comparable.
+        object.__setattr__(self, "mean", tuple(self.mean))
+        object.__setattr__(self, "std", tuple(self.std))
+
 
 def preprocess(image, *, input_size: int, resize_size: int, norm: Normalization, training: bool = False,
                pad: int = 0, crop: bool = False, flip: bool = False, seed=None):

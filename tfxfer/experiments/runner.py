@@ -1,16 +1,20 @@
 """Run one RunSpec to completion: reuse a finished run, train the base it copies from first."""
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 
+import keras
 import yaml
 
 from tfxfer.config import Config
+from tfxfer.data.pipeline import Normalization
 from tfxfer.data.tasks import load_data, task_data
 from tfxfer.errors import UserError
 from tfxfer.experiments.runspec import RunSpec
-from tfxfer.models import build_model, get_arch
-from tfxfer.training.loop import WEIGHTS_FILE, train
+from tfxfer.models import ArchSpec, build_model, get_arch
+from tfxfer.training.loop import CONFIG_FILE, NORMALIZATION_FILE, WEIGHTS_FILE, train
 from tfxfer.training.records import read_result
 from tfxfer.treatments import get_treatment
 
@@ -36,15 +40,37 @@ def run(spec: RunSpec, out: str | Path | None = None, loaded=None, verbose: bool
     return record
 
 
-def load_run_model(run_dir: str | Path):
+@dataclasses.dataclass
+class FinishedRun:
+    """A finished run read back from disk: everything export, probes and visualizations need."""
+
+    run_dir: Path
+    record: dict
+    config: Config
+    spec: ArchSpec
+    norm: Normalization
+    model: keras.Model
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.record["classes"]
+
+
+def load_run(run_dir: str | Path) -> FinishedRun:
     """A finished run's trained network, rebuilt from its recorded config and final weights."""
     run_dir = Path(run_dir)
     record = read_result(run_dir)
     if record is None:
         raise UserError(f"run directory {run_dir} holds no finished run ({run_dir / 'result.json'} is missing)")
-    cfg = Config.from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
-    model = build_model(get_arch(cfg.arch.name, cfg.arch.width), len(record["classes"]), dropout=cfg.recipe.dropout,
+    cfg = Config.from_dict(yaml.safe_load((run_dir / CONFIG_FILE).read_text()))
+    spec = get_arch(cfg.arch.name, cfg.arch.width)
+    model = build_model(spec, len(record["classes"]), dropout=cfg.recipe.dropout,
                         renorm_radius=cfg.arch.renorm_radius, dtype_policy=cfg.recipe.precision,
-                        name=record["run_id"])
+                        name=record["run_id"].replace("+", "_ft"))
     model.load_weights(run_dir / WEIGHTS_FILE)
-    return model
+    norm = Normalization(**json.loads((run_dir / NORMALIZATION_FILE).read_text()))
+    return FinishedRun(run_dir, record, cfg, spec, norm, model)
+
+
+def load_run_model(run_dir: str | Path) -> keras.Model:
+    return load_run(run_dir).model

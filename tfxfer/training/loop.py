@@ -6,6 +6,8 @@ tf.function (like `steps_per_execution`), between which the progress bar updates
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import time
 from pathlib import Path
 
@@ -27,6 +29,7 @@ from tfxfer.treatments import build_treatment
 
 WEIGHTS_FILE = "model.weights.h5"
 CONFIG_FILE = "config.yaml"
+NORMALIZATION_FILE = "normalization.json"
 EVAL_BATCH = 256
 
 
@@ -94,6 +97,8 @@ def train(spec: RunSpec, run_dir: Path, task: TaskData, base_weights: Path | Non
     chief = is_chief(strategy)
     if chief:
         atomic_write_text(run_dir / CONFIG_FILE, dump_config(cfg))
+        # Export and analysis tools preprocess exactly as training did, without reloading the data.
+        atomic_write_text(run_dir / NORMALIZATION_FILE, json.dumps(dataclasses.asdict(task.norm)))
 
     global_batch = recipe.batch_size
     if global_batch % strategy.num_replicas_in_sync:
