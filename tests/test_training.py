@@ -2,6 +2,7 @@
 import json
 
 import pytest
+import tensorflow as tf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import tiny_config
@@ -43,6 +44,9 @@ def test_tensorboard_has_scalars_filters_and_hparams(base_run):
     for tag in ("train_loss", "train_top1", "val_loss", "val_top1", "lr", "conv1/filters"):
         assert tag in tags, tags
     assert len(acc.Tensors("val_top1")) == 4
+    kernels = acc.Tensors("conv1/kernel")
+    assert [k.step for k in kernels] == [1, 2, 3, 4]
+    assert tf.make_ndarray(kernels[0].tensor_proto).shape[:3] == (5, 5, 3)
     assert "_hparams_/session_start_info" in tags
 
 

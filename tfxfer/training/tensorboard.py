@@ -37,4 +37,6 @@ class RunLogger:
                 tf.summary.scalar(name, value)
             if conv1_kernel is not None:
                 tf.summary.image("conv1/filters", filter_grid(conv1_kernel))
+                # The raw kernel too, so filter evolution can be drawn later from any epoch.
+                tf.summary.write("conv1/kernel", tf.constant(conv1_kernel, tf.float32))
         self.writer.flush()
