@@ -66,6 +66,60 @@ def train(config_name, treatment, n, quiet, **flags):
     run(spec, verbose=not quiet)
 
 
+@cli.command()
+@click.argument("config_name", metavar="CONFIG")
+@click.option("--dry-run", is_flag=True, help="Print the plan and stop.")
+@click.option("--jobs", type=int, default=1, show_default=True,
+              help="Runs at once, each in its own process (and on its own GPU(s) when there are GPUs).")
+@click.option("--out", help="Output directory shared by every run of the grid (default: the config's out).")
+@click.option("--epochs", type=int, help="Override recipe.epochs for every run.")
+@click.option("--lease", type=float, default=120.0, show_default=True,
+              help="Seconds a claim on a run lasts unless its holder renews it.")
+@click.option("--quiet", is_flag=True, help="No per-epoch progress bars.")
+def experiment(config_name, dry_run, jobs, out, epochs, lease, quiet):
+    """Run a whole transfer grid: every split x treatment x n of CONFIG's experiment section.
+
+    Base nets are trained before the treatments that copy them; finished runs are skipped and
+    interrupted ones resume, so rerunning the same command after a crash finishes the grid.
+    Several processes or hosts may run the same command on one shared output directory.
+    """
+    from pathlib import Path
+
+    from tfxfer.config import load_config
+    from tfxfer.experiments import grid
+    from tfxfer.experiments.planner import plan_experiment
+
+    flags = {"out": out, "recipe.epochs": epochs}
+    config = load_config(config_name, {k: v for k, v in flags.items() if v is not None})
+    if jobs < 1:
+        raise UserError(f"--jobs {jobs} is not allowed; expected an integer >= 1")
+    plan = plan_experiment(config)
+    out_dir = Path(config.out)
+    click.echo(plan.describe(out_dir))
+    if dry_run:
+        return
+    loaded = grid.load_all(plan)  # bad data settings fail here, before anything is written
+    grid.write_plan(plan, config, out_dir)
+    if jobs == 1:
+        grid.run_grid(plan, out_dir, loaded, lease_s=lease, verbose=not quiet)
+    else:
+        passthrough = [f for k, v in (("--out", out), ("--epochs", epochs)) if v is not None for f in (k, str(v))]
+        failed = grid.run_workers(config_name, [*passthrough, "--lease", str(lease)], plan, out_dir, jobs)
+        if failed:
+            raise click.ClickException(f"worker(s) {failed} failed; see {out_dir / 'logs'}/worker-<i>.log")
+    click.echo(f"grid finished: {len(plan.runs)} runs in {out_dir}; next: tfxfer report {out_dir}")
+
+
+@cli.command()
+@click.argument("results_dir", metavar="RESULTS_DIR")
+def report(results_dir):
+    """Write results.csv, Figures 2-3, Table 1 and report.md/.html from RESULTS_DIR's result records."""
+    from tfxfer.report import write_report
+
+    for path in write_report(results_dir):
+        click.echo(f"wrote {path}")
+
+
 @cli.command("list")
 @click.argument("kind", type=click.Choice(["archs", "datasets", "treatments", "configs"]))
 def list_(kind):

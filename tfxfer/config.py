@@ -118,12 +118,109 @@ class TrainingConfig:
 
 
 @dataclasses.dataclass
+class ExperimentConfig:
+    """A grid (`tfxfer experiment`): every split × treatment × n, base nets planned automatically."""
+
+    splits: list[dict] | None = None  # each like the split section; null: just the split section
+    treatments: list[str] = dataclasses.field(default_factory=lambda: ["BnB", "BnB+", "AnB", "AnB+"])
+    n: list[int] = dataclasses.field(default_factory=lambda: [1, 2, 3, 4, 5, 6, 7])
+
+    def validate(self, at):
+        from tfxfer.treatments import N_MAX, TREATMENTS
+
+        for t in self.treatments:
+            _check(t in TREATMENTS, at, "treatments", t, ", ".join(TREATMENTS))
+        for n in self.n:
+            _check(1 <= n <= N_MAX, at, "n", n, f"integers in 1..{N_MAX}")
+        for i, split in enumerate(self.splits or []):
+            _from_dict(SplitConfig, split, f"{at}splits[{i}].")
+
+
+# Recipe keys a search may vary, and how keras-tuner searches them.
+TUNABLE = ("optimizer", "lr", "momentum", "weight_decay", "lr_decay", "lr_step_epochs", "batch_size", "epochs",
+           "dropout")
+TUNERS = ("random", "bayesian", "hyperband")
+
+
+@dataclasses.dataclass
+class SearchRange:
+    """One recipe key's range: a list of `values`, or `min`..`max` (`log`: log-uniform; `step`: a grid)."""
+
+    values: list | None = None
+    min: float | None = None
+    max: float | None = None
+    step: float | None = None
+    log: bool = False
+
+    def validate(self, at):
+        name = at.rstrip(".").rsplit(".", 1)[-1]
+        tp = tunable_type(name)
+        if self.values is not None:
+            _check(self.min is None and self.max is None, at, "values", self.values, "either values or min/max, not both")
+            _check(len(self.values) > 0, at, "values", self.values, "a non-empty list (the range is empty)")
+            candidates = self.values
+        else:
+            _check(tp is not str, at, "min", self.min, f"values (a list): {name} is not a number")
+            _check(self.min is not None and self.max is not None, at, "min", self.min, "min and max, or values")
+            _check(self.min <= self.max, at, "min", self.min, f"a number <= max ({self.max})")
+            _check(self.min < self.max, at, "max", self.max, f"a number > min ({self.min}); the range is empty")
+            _check(not self.log or self.min > 0, at, "min", self.min, "a number > 0 for a log range")
+            _check(self.step is None or self.step > 0, at, "step", self.step, "a number > 0 or null")
+            candidates = [self.min, self.max]
+        for value in candidates:  # every candidate must be a value the recipe itself accepts
+            if tp is int and isinstance(value, float) and value.is_integer():
+                value = int(value)
+            try:
+                _from_dict(RecipeConfig, {name: value}, "")
+            except UserError as e:
+                raise UserError(f"config key {at.rstrip('.')}: {value!r} is not a valid recipe.{name} "
+                                f"({str(e).split('; ', 1)[-1]})") from None
+
+
+def tunable_type(name: str) -> type:
+    """int, float or str: the type of a tunable recipe key's values."""
+    hint = typing.get_type_hints(RecipeConfig)[name]
+    return next(t for t in (typing.get_args(hint) or (hint,)) if t is not type(None))
+
+
+@dataclasses.dataclass
+class TuningConfig:
+    """`tfxfer tune`: which recipe keys to search, with which keras-tuner algorithm."""
+
+    space: dict = dataclasses.field(default_factory=lambda: {
+        "lr": {"min": 1e-3, "max": 1e-1, "log": True},
+        "weight_decay": {"min": 1e-5, "max": 1e-3, "log": True},
+        "batch_size": {"values": [64, 128, 256]},
+        "dropout": {"min": 0.0, "max": 0.6, "step": 0.1},
+    })
+    tuner: str = "random"
+    max_trials: int = 10
+    seed: int = 1  # the oracle's; keras-tuner treats 0 as "no seed"
+    worker_timeout_s: float = 600.0  # a worker silent this long is presumed dead; its trial is run again
+
+    def validate(self, at):
+        _check(self.tuner in TUNERS, at, "tuner", self.tuner, ", ".join(TUNERS))
+        _check(self.max_trials > 0, at, "max_trials", self.max_trials, "a positive integer")
+        _check(self.seed > 0, at, "seed", self.seed, "a positive integer")
+        _check(self.worker_timeout_s > 0, at, "worker_timeout_s", self.worker_timeout_s, "a number > 0")
+        _check(len(self.space) > 0, at, "space", self.space, "at least one recipe key to search")
+        self.ranges()
+
+    def ranges(self) -> dict[str, SearchRange]:
+        for name in self.space:
+            _check(name in TUNABLE, "tuning.space.", name, name, "one of " + ", ".join(TUNABLE))
+        return {name: _from_dict(SearchRange, spec, f"tuning.space.{name}.") for name, spec in self.space.items()}
+
+
+@dataclasses.dataclass
 class Config:
     dataset: DatasetConfig = dataclasses.field(default_factory=DatasetConfig)
     split: SplitConfig = dataclasses.field(default_factory=SplitConfig)
     arch: ArchConfig = dataclasses.field(default_factory=ArchConfig)
     recipe: RecipeConfig = dataclasses.field(default_factory=RecipeConfig)
     training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
+    tuning: TuningConfig = dataclasses.field(default_factory=TuningConfig)
+    experiment: ExperimentConfig = dataclasses.field(default_factory=ExperimentConfig)
     seed: int = 0  # initialization, data order, augmentation, dropout
     out: str = "runs"  # where run directories go
 

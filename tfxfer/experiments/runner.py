@@ -28,7 +28,9 @@ def run(spec: RunSpec, out: str | Path | None = None, loaded=None, verbose: bool
         print(f"{spec.run_id}: finished before (top1 {done['top1']:.4f}); reusing {run_dir}")
         return done
     loaded = loaded or load_data(spec.config)
-    base_record = run(spec.base, out, loaded, verbose) if spec.base else None
+    base_record = None
+    if spec.base is not None:
+        base_record = read_result(out / spec.base.run_id) or run(spec.base, out, loaded, verbose)
     t = get_treatment(spec.treatment)
     task = task_data(spec.config, *loaded, task=t.target, source=t.source)
     run_dir.mkdir(parents=True, exist_ok=True)

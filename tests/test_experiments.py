@@ -1,0 +1,131 @@
+"""The grid: planning, claims, resuming after kill -9, and two processes sharing one directory."""
+import json
+import os
+import re
+import signal
+import socket
+import time
+
+from conftest import tiny_config
+from helpers import run_tfxfer, tfxfer, write_config
+from tfxfer.experiments.claims import CLAIM_FILE, read_claim, try_claim
+from tfxfer.experiments.planner import plan_experiment
+
+GRID = {"splits": [{"kind": "random", "seed": 0}], "treatments": ["BnB", "AnB"], "n": [1, 3]}
+
+
+def test_plan_orders_bases_first_and_skips_finished(tmp_path):
+    cfg = tiny_config(tmp_path, experiment={**GRID, "splits": [{"kind": "random", "seed": 0},
+                                                              {"kind": "random", "seed": 1}]})
+    plan = plan_experiment(cfg)
+    assert len(plan.runs) == 2 * (2 + 4)
+    position = {r.run_id: i for i, r in enumerate(plan.runs)}
+    for r in plan.runs:
+        base = plan.deps[r.run_id]
+        assert (base is None) == r.treatment.startswith("base")
+        if base:
+            assert position[base] < position[r.run_id]
+    bases = [r for r in plan.runs if r.treatment.startswith("base")]
+    assert {r.config.split.seed for r in bases} == {0, 1} and len(bases) == 4
+    # Nothing is ready before its base; a finished base makes its treatments ready.
+    assert {r.run_id for r in plan.ready(set())} == {r.run_id for r in bases}
+    out = tmp_path / "runs"
+    (out / bases[0].run_id).mkdir(parents=True)
+    (out / bases[0].run_id / "result.json").write_text("{}")
+    finished = plan.finished(out)
+    assert finished == {bases[0].run_id}
+    ready = {r.run_id for r in plan.ready(finished)}
+    assert bases[0].run_id not in ready
+    assert {r.run_id for r in plan.runs if plan.deps[r.run_id] == bases[0].run_id} <= ready
+
+
+def test_claims_exclude_each_other_and_dead_holders_are_taken_over(tmp_path):
+    run_dir = tmp_path / "run"
+    first = try_claim(run_dir, lease_s=30)
+    assert first is not None and try_claim(run_dir, lease_s=30) is None
+    first.release()
+    assert not (run_dir / CLAIM_FILE).exists()
+    # A holder on this host whose process is gone, with a lease still running.
+    dead = {"id": "dead", "host": socket.gethostname(), "pid": _dead_pid(), "expires": time.time() + 600}
+    (run_dir / CLAIM_FILE).write_text(json.dumps(dead))
+    taken = try_claim(run_dir, lease_s=30)
+    assert taken is not None and read_claim(run_dir / CLAIM_FILE)["id"] == taken.holder["id"]
+    taken.release()
+    # A holder on another host whose lease ran out.
+    (run_dir / CLAIM_FILE).write_text(json.dumps({"id": "gone", "host": "elsewhere", "pid": 1, "expires": 0}))
+    assert try_claim(run_dir, lease_s=30) is not None
+    # A live holder elsewhere keeps its claim.
+    (run_dir / CLAIM_FILE).unlink()
+    (run_dir / CLAIM_FILE).write_text(json.dumps({"id": "live", "host": "elsewhere", "pid": 1,
+                                                  "expires": time.time() + 600}))
+    assert try_claim(run_dir, lease_s=30) is None
+
+
+def test_lease_is_renewed_while_held(tmp_path):
+    claim = try_claim(tmp_path / "run", lease_s=0.6)
+    expires = read_claim(tmp_path / "run" / CLAIM_FILE)["expires"]
+    time.sleep(0.5)
+    assert read_claim(tmp_path / "run" / CLAIM_FILE)["expires"] > expires
+    claim.release()
+
+
+def _dead_pid() -> int:
+    proc = os.fork()
+    if proc == 0:
+        os._exit(0)
+    os.waitpid(proc, 0)
+    return proc
+
+
+def trained_by(stdout: str) -> list[str]:
+    """The runs a process trained: the runner prints '<run_id>: top1 …' after each."""
+    return re.findall(r"^(\S+): top1 ", stdout, flags=re.M)
+
+
+def results(out):
+    return {p.parent.name: p.stat().st_mtime_ns for p in out.glob("*/result.json")}
+
+
+def test_grid_killed_and_rerun_trains_each_network_once(tmp_path):
+    out = tmp_path / "runs"
+    cfg = write_config(tmp_path / "c.yaml", out, experiment=GRID, recipe={"epochs": 3})
+    proc = tfxfer("experiment", cfg, "--quiet")
+    deadline = time.time() + 240
+    while time.time() < deadline and len(results(out)) < 3:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    before = results(out)
+    assert 3 <= len(before) < 6, before
+    rerun = run_tfxfer("experiment", cfg, "--quiet")
+    assert rerun.returncode == 0, rerun.stderr
+    after = results(out)
+    assert len(after) == 6
+    assert all(after[r] == before[r] for r in before)  # finished runs were not redone
+    assert sorted(trained_by(rerun.stdout)) == sorted(set(after) - set(before))
+    for run_id in after:
+        history = json.loads((out / run_id / "history.json").read_text())
+        assert [h["epoch"] for h in history] == [1, 2, 3]  # resumed, never restarted or repeated
+
+
+def test_two_processes_share_one_grid_without_training_a_run_twice(tmp_path):
+    out = tmp_path / "runs"
+    cfg = write_config(tmp_path / "c.yaml", out, experiment={**GRID, "n": [1, 2, 3]}, recipe={"epochs": 2})
+    procs = [tfxfer("experiment", cfg, "--quiet") for _ in range(2)]
+    outs = [p.communicate(timeout=400) for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err
+    trained = [trained_by(stdout) for stdout, _ in outs]
+    assert not set(trained[0]) & set(trained[1])
+    assert sorted(trained[0] + trained[1]) == sorted(results(out))
+    assert len(results(out)) == 8
+    assert all(trained), trained  # both did work
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
+    out = tmp_path / "runs"
+    cfg = write_config(tmp_path / "c.yaml", out, experiment=GRID)
+    res = run_tfxfer("experiment", cfg, "--dry-run")
+    assert res.returncode == 0, res.stderr
+    assert "6 runs, 0 finished" in res.stdout and "<- baseB-" in res.stdout and "<- baseA-" in res.stdout
+    assert not out.exists()

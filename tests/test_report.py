@@ -1,0 +1,121 @@
+"""The report from hand-made result records: Table 1 and its CIs computed by hand here."""
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+
+from tfxfer.errors import UserError
+from tfxfer.report import write_report
+from tfxfer.report.analysis import Grid, findings, losses, table1
+from tfxfer.training.records import RESULT_FIELDS
+
+T_975_DF2 = 4.302652729911275  # Student t, 97.5 % quantile, 2 degrees of freedom
+
+BASE = [0.60, 0.62, 0.64]  # baseB of three random splits
+# Per split and n, the accuracy of each treatment relative to its baseB.
+REL = {
+    "BnB": lambda s, n: [0.0, 0.0, -0.02, -0.05, -0.04, -0.01, 0.0][n - 1] + 0.002 * s,
+    "BnB+": lambda s, n: 0.001 * (s - 1),
+    "AnB": lambda s, n: -0.01 * (n - 1) - 0.003 * s,
+    "AnB+": lambda s, n: 0.01 + 0.002 * n + 0.004 * s,
+}
+
+
+def record(treatment, n, split, top1, kind="random"):
+    r = {f: None for f in RESULT_FIELDS}
+    r.update(run_id=f"{treatment}{n or ''}-s{split}{kind[0]}", treatment=treatment, n=n, split=kind,
+             split_seed=split if kind == "random" else None, split_hash=f"hash{split}{kind}", classes=["x", "y"],
+             seed=0, top1=top1, top5=1.0, dataset="synthetic", arch="cifar8", config={})
+    return r
+
+
+def hand_made(with_missing_n=None):
+    records = []
+    for s, base in enumerate(BASE):
+        records.append(record("baseB", 0, s, base))
+        records.append(record("baseA", 0, s, base - 0.05))
+        for t, rel in REL.items():
+            for n in range(1, 8):
+                if (t, s, n) != with_missing_n:
+                    records.append(record(t, n, s, base + rel(s, n)))
+    return records
+
+
+def by_hand(values):
+    values = np.array(values)
+    mean = values.mean()
+    half = T_975_DF2 * values.std(ddof=1) / math.sqrt(len(values))
+    return mean, mean - half, mean + half
+
+
+def test_table1_matches_a_hand_computation():
+    rows = table1(Grid(hand_made()))
+    for row, (lo, hi) in zip(rows, ((1, 7), (3, 7), (5, 7))):
+        ns = range(lo, hi + 1)
+        boost = [np.mean([REL["AnB+"](s, n) for n in ns]) for s in range(3)]
+        over_plus = [np.mean([REL["AnB+"](s, n) - REL["BnB+"](s, n) for n in ns]) for s in range(3)]
+        for est, values in ((row["over_base"], boost), (row["over_selffer_plus"], over_plus)):
+            mean, ci_lo, ci_hi = by_hand(values)
+            assert est.mean == pytest.approx(mean, abs=1e-12)
+            assert (est.lo, est.hi) == (pytest.approx(ci_lo, abs=1e-9), pytest.approx(ci_hi, abs=1e-9))
+            assert est.units == 3 and est.runs == 3 * len(ns)
+    # Layers 1-7: boosts 0.018, 0.022, 0.026 → mean 0.022, CI 0.022 ± 4.3027 × 0.004 / √3.
+    assert rows[0]["over_base"].mean == pytest.approx(0.022)
+    assert rows[0]["over_base"].hi - rows[0]["over_base"].mean == pytest.approx(T_975_DF2 * 0.004 / math.sqrt(3))
+    assert rows[0]["over_base"].p < 0.05  # the paired t-test sees the boost
+
+
+def test_losses_and_findings():
+    grid = Grid(hand_made())
+    rows = {r["n"]: r for r in losses(grid)}
+    assert rows[4]["coadaptation"].mean == pytest.approx(0.05 - 0.002)  # baseB − BnB at n = 4
+    assert rows[7]["specificity"].mean == pytest.approx(0.06 + 0.002 + 0.003)
+    assert rows[7]["dominant"] == "specificity" and rows[4]["dominant"] == "co-adaptation"
+    verdicts = {f["finding"][:3]: f["verdict"] for f in findings(grid)}
+    assert verdicts["(1)"] == "reproduced" and verdicts["(2)"] == "reproduced"
+    assert verdicts["(3)"] == "reproduced" and verdicts["(4)"] == "reproduced" and verdicts["(5)"] == "reproduced"
+    assert verdicts["(6)"] == "not run" and verdicts["(7)"] == "not run"
+
+
+def test_report_files_and_missing_runs(tmp_path):
+    records = hand_made(with_missing_n=("AnB", 1, 3))
+    for r in records:
+        (tmp_path / r["run_id"]).mkdir()
+        (tmp_path / r["run_id"] / "result.json").write_text(json.dumps(r))
+    planned = [{"run_id": r["run_id"]} for r in records] + [{"run_id": "AnB3-s1r"}]
+    (tmp_path / "plan.json").write_text(json.dumps(planned))
+    written = write_report(tmp_path)
+    names = {p.name for p in written}
+    assert {"results.csv", "report.md", "report.html", "figure2.png", "figure2.svg"} <= names
+    for p in written:
+        assert p.stat().st_size > 500, p
+    assert "figure3.png" not in names  # no dissimilar or random runs: nothing to draw, nothing invented
+    rows = list(csv.DictReader((tmp_path / "results.csv").open()))
+    assert len(rows) == len(records) and "config" not in rows[0]
+    md = (tmp_path / "report.md").read_text()
+    assert "1 planned runs missing" in md and "AnB3-s1r" in md
+    html = (tmp_path / "report.html").read_text()
+    assert "data:image/png;base64," in html and "<table>" in html
+
+
+def test_figure3_when_dissimilar_and_random_runs_exist(tmp_path):
+    records = hand_made()
+    for s in range(2):
+        records.append(record("baseB", 0, s, 0.7, kind="dissimilar"))
+        for n in range(1, 8):
+            records.append(record("AnB", n, s, 0.7 - 0.03 * n, kind="dissimilar"))
+            records.append(record("random", n, s, BASE[s] - 0.05 * n))
+    for r in records:
+        (tmp_path / r["run_id"]).mkdir()
+        (tmp_path / r["run_id"] / "result.json").write_text(json.dumps(r))
+    names = {p.name for p in write_report(tmp_path)}
+    assert {"figure3.png", "figure3.svg"} <= names
+    verdicts = {f["finding"][:3]: f for f in findings(Grid(records))}
+    assert verdicts["(6)"]["verdict"] == "reproduced" and verdicts["(7)"]["verdict"] == "reproduced"
+
+
+def test_report_on_nothing_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="holds no result records"):
+        write_report(tmp_path)

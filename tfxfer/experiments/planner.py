@@ -1,0 +1,55 @@
+"""The grid as a dependency graph: every split × treatment × n, and the base nets they copy from."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from tfxfer.config import Config, SplitConfig
+from tfxfer.experiments.runspec import RunSpec
+from tfxfer.treatments import get_treatment
+
+
+@dataclasses.dataclass
+class Plan:
+    runs: list[RunSpec]  # topologically ordered: every base before the treatments that copy it
+    deps: dict[str, str | None]  # run_id → the run_id of the base it copies from
+
+    def ready(self, finished: set[str]) -> list[RunSpec]:
+        """Unfinished runs whose base (if any) has finished."""
+        return [r for r in self.runs if r.run_id not in finished and (self.deps[r.run_id] in finished or
+                                                                      self.deps[r.run_id] is None)]
+
+    def finished(self, out: Path) -> set[str]:
+        return {r.run_id for r in self.runs if (out / r.run_id / "result.json").is_file()}
+
+    def describe(self, out: Path) -> str:
+        done = self.finished(out)
+        lines = [f"{len(self.runs)} runs, {len(done)} finished:"]
+        for r in self.runs:
+            dep = f"  <- {self.deps[r.run_id]}" if self.deps[r.run_id] else ""
+            state = "done" if r.run_id in done else "todo"
+            lines.append(f"  [{state}] {r.run_id:28s} split={_split_label(r.config.split)}{dep}")
+        return "\n".join(lines)
+
+
+def _split_label(split: SplitConfig) -> str:
+    return f"{split.kind}:{split.seed}" if split.kind == "random" else split.kind
+
+
+def plan_experiment(config: Config) -> Plan:
+    exp = config.experiment
+    splits = [SplitConfig(**s) for s in exp.splits] if exp.splits else [config.split]
+    runs: dict[str, RunSpec] = {}
+    for split in splits:
+        cfg = dataclasses.replace(config, split=split)
+        for name in exp.treatments:
+            t = get_treatment(name)
+            for n in ([0] if t.is_base else exp.n):
+                spec = RunSpec(name, n, cfg)
+                # The target task's base net too: every treatment is read against it.
+                for base in (spec.base, RunSpec(f"base{t.target}", 0, cfg)):
+                    if base is not None:
+                        runs.setdefault(base.run_id, base)
+                runs.setdefault(spec.run_id, spec)
+    ordered = sorted(runs.values(), key=lambda r: 0 if get_treatment(r.treatment).is_base else 1)
+    return Plan(ordered, {r.run_id: r.base.run_id if r.base else None for r in ordered})

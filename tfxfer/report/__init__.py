@@ -1,0 +1,109 @@
+"""`tfxfer report RESULTS_DIR`: results.csv, Figures 2 and 3, Table 1, the co-adaptation /
+specificity decomposition and the findings, as report.md and a self-contained report.html —
+all from the result records, never by retraining."""
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+from tfxfer.errors import UserError
+from tfxfer.report.analysis import Grid, findings, load_records, losses, results_csv, table1
+from tfxfer.report.figures import figure2, figure3
+from tfxfer.training.records import atomic_write_text
+
+
+def missing_runs(results_dir: Path, records: list[dict]) -> list[dict]:
+    """Planned runs (plan.json, written by `tfxfer experiment`) that have no result record."""
+    plan = results_dir / "plan.json"
+    if not plan.is_file():
+        return []
+    have = {r["run_id"] for r in records}
+    return [p for p in json.loads(plan.read_text()) if p["run_id"] not in have]
+
+
+def _est(e) -> str:
+    return "not run" if e is None else f"{e.text()} (units {e.units}, runs {e.runs}" + (
+        f", p = {e.p:.3g})" if e.p is not None else ")")
+
+
+def markdown(records: list[dict], missing: list[dict], figures: list[Path]) -> str:
+    grid = Grid(records)
+    lines = ["# tfxfer report", "",
+             f"{len(records)} finished runs; {len(missing)} planned runs missing. "
+             "Accuracies are top-1 on the target task's test images; differences in percentage points, "
+             "with 95 % confidence intervals across pairing units (split × seed × target task) and "
+             "two-sided paired t-tests.", ""]
+    if missing:
+        lines += ["**Missing runs** (planned, no result yet — not counted anywhere below): " +
+                  ", ".join(m["run_id"] for m in missing), ""]
+    for fig in figures:
+        if fig.suffix == ".png":
+            lines += [f"![{fig.stem}]({fig.name})", ""]
+    lines += ["## Findings of Yosinski et al. (2014), here", "", "| finding | ours | verdict | measured as |",
+              "|---|---|---|---|"]
+    for f in findings(grid):
+        lines.append(f"| {f['finding']} | {_est(f['estimate'])} | {f['verdict']} | {f['note']} |")
+    lines += ["", "## Table 1: boost of AnB+ (random splits)", "",
+              "| layers aggregated | mean boost over baseB | mean boost over selffer BnB+ |", "|---|---|---|"]
+    for row in table1(grid):
+        lines.append(f"| {row['layers']} | {_est(row['over_base'])} | {_est(row['over_selffer_plus'])} |")
+    lines += ["", "## Co-adaptation and specificity per n (random splits)", "",
+              "| n | co-adaptation loss (baseB − BnB) | specificity loss (BnB − AnB) | dominant |", "|---|---|---|---|"]
+    for row in losses(grid):
+        lines.append(f"| {row['n']} | {_est(row['coadaptation'])} | {_est(row['specificity'])} | "
+                     f"{row['dominant'] or '—'} |")
+    lines += ["", "## Runs", "", "See results.csv (one row per run)."]
+    return "\n".join(lines) + "\n"
+
+
+def to_html(md: str, out: Path) -> str:
+    """The markdown as one self-contained page: tables as tables, figures embedded as data URIs."""
+    body, table = [], []
+
+    def flush():
+        if table:
+            rows = [r for r in table if not set(r.replace("|", "").strip()) <= {"-"}]
+            cells = [[html.escape(c.strip()) for c in r.strip().strip("|").split("|")] for r in rows]
+            head = "".join(f"<th>{c}</th>" for c in cells[0])
+            rest = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in cells[1:])
+            body.append(f"<table><tr>{head}</tr>{rest}</table>")
+            table.clear()
+
+    for line in md.splitlines():
+        if line.startswith("|"):
+            table.append(line)
+            continue
+        flush()
+        if line.startswith("!["):
+            name = line[line.index("(") + 1:-1]
+            data = base64.b64encode((out / name).read_bytes()).decode()
+            body.append(f'<p><img alt="{html.escape(name)}" src="data:image/png;base64,{data}" style="max-width:100%"></p>')
+        elif line.startswith("#"):
+            level = len(line) - len(line.lstrip("#"))
+            body.append(f"<h{level}>{html.escape(line.lstrip('#').strip())}</h{level}>")
+        elif line.strip():
+            body.append(f"<p>{html.escape(line).replace('**', '')}</p>")
+    flush()
+    style = "body{font-family:sans-serif;max-width:1100px;margin:2em auto}td,th{border:1px solid #ccc;padding:4px}"
+    return f"<!doctype html><html><head><meta charset='utf-8'><title>tfxfer report</title><style>{style}</style>" \
+           f"</head><body>{''.join(body)}</body></html>\n"
+
+
+def write_report(results_dir: str | Path) -> list[Path]:
+    results_dir = Path(results_dir)
+    if not results_dir.is_dir():
+        raise UserError(f"results directory {results_dir} does not exist")
+    records = load_records(results_dir)
+    if not records:
+        raise UserError(f"results directory {results_dir} holds no result records (*/result.json)")
+    grid = Grid(records)
+    figures = figure2(grid, results_dir) + figure3(grid, results_dir)
+    md = markdown(records, missing_runs(results_dir, records), figures)
+    written = []
+    for name, text in (("results.csv", results_csv(records)), ("report.md", md),
+                       ("report.html", to_html(md, results_dir))):
+        atomic_write_text(results_dir / name, text)
+        written.append(results_dir / name)
+    return written + figures

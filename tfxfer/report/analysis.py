@@ -1,0 +1,226 @@
+"""From result records to the paper's numbers: roles, pairing units, per-n means with 95 % CIs,
+Table 1, the co-adaptation / specificity decomposition, and the findings' verdicts.
+
+A *unit* is one (split, seed, target task): a base net and the treatments trained toward the same
+target on the same split are paired within it, and confidence intervals are taken across units.
+As in the paper (footnote 3), AnA is folded into BnB and BnA into AnB: they are the same
+experiment with the tasks' names swapped.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+from tfxfer.training.records import RESULT_FIELDS
+from tfxfer.treatments import get_treatment
+
+ROLES = ("base", "selffer", "selffer+", "transfer", "transfer+", "random")
+LABELS = {"base": "baseB", "selffer": "BnB", "selffer+": "BnB+", "transfer": "AnB", "transfer+": "AnB+",
+          "random": "random"}
+TABLE1_RANGES = ((1, 7), (3, 7), (5, 7))
+
+
+def role(treatment: str) -> str:
+    t = get_treatment(treatment)
+    if t.is_base:
+        return "base"
+    if t.source is None:
+        return "random"
+    kind = "selffer" if t.source == t.target else "transfer"
+    return kind + ("+" if t.fine_tune else "")
+
+
+def load_records(results_dir: Path) -> list[dict]:
+    return sorted((json.loads(p.read_text()) for p in Path(results_dir).glob("*/result.json")),
+                  key=lambda r: (r["split"], r["split_seed"] or 0, r["treatment"], r["n"]))
+
+
+def results_csv(records: list[dict]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    columns = [f for f in RESULT_FIELDS if f != "config"]
+    writer.writerow(columns)
+    for r in records:
+        writer.writerow([" ".join(r[c]) if c == "classes" else r[c] for c in columns])
+    return buf.getvalue()
+
+
+@dataclasses.dataclass(frozen=True)
+class Estimate:
+    """A mean over units with its 95 % t-interval (None with fewer than two units) and a two-sided
+    one-sample t-test against 0 — for differences within units, the paired test."""
+
+    mean: float
+    lo: float | None
+    hi: float | None
+    p: float | None
+    units: int
+    runs: int  # the (unit, n) pairs behind the mean
+
+    @classmethod
+    def of(cls, values, runs: int | None = None) -> "Estimate | None":
+        values = np.asarray([v for v in values if v is not None], float)
+        if len(values) == 0:
+            return None
+        mean = float(values.mean())
+        if len(values) < 2:
+            return cls(mean, None, None, None, 1, runs if runs is not None else 1)
+        sem = stats.sem(values)
+        if sem == 0:
+            lo = hi = mean
+            p = 0.0 if mean != 0 else 1.0
+        else:
+            lo, hi = (float(v) for v in stats.t.interval(0.95, len(values) - 1, loc=mean, scale=sem))
+            p = float(stats.ttest_1samp(values, 0.0).pvalue)
+        return cls(mean, lo, hi, p, len(values), runs if runs is not None else len(values))
+
+    def includes_zero(self) -> bool:
+        return self.lo is not None and self.lo <= 0 <= self.hi
+
+    def text(self, pct: bool = True) -> str:
+        f = (lambda v: f"{100 * v:+.1f}") if pct else (lambda v: f"{v:.3f}")
+        ci = f" [{f(self.lo)}, {f(self.hi)}]" if self.lo is not None else " (no CI: 1 unit)"
+        return f"{f(self.mean)}{ci}"
+
+
+class Grid:
+    """The records of one or more splits, indexed by unit, role and n."""
+
+    def __init__(self, records: list[dict]):
+        self.records = records
+        self.cells: dict[tuple, dict[tuple[str, int], float]] = {}
+        for r in records:
+            target = get_treatment(r["treatment"]).target
+            unit = (r["split"], r["split_hash"], r["seed"], target)
+            self.cells.setdefault(unit, {})[(role(r["treatment"]), r["n"])] = r["top1"]
+
+    def units(self, split_kind: str | None = None, exclude_kind: str | None = None) -> list[tuple]:
+        """Units with at least one treatment (a base net alone, e.g. the source of AnB, compares nothing)."""
+        return [u for u, cells in self.cells.items()
+                if (split_kind is None or u[0] == split_kind) and u[0] != exclude_kind
+                and any(r != "base" for r, _ in cells)]
+
+    def value(self, unit, role_: str, n: int) -> float | None:
+        return self.cells[unit].get((role_, 0 if role_ == "base" else n))
+
+    def ns(self, role_: str, units=None) -> list[int]:
+        units = units if units is not None else list(self.cells)
+        return sorted({n for u in units for (r, n) in self.cells[u] if r == role_})
+
+    def diff(self, unit, a: str, b: str, ns) -> float | None:
+        """Mean over n of (a − b) within one unit, over the n where both exist."""
+        pairs = [(self.value(unit, a, n), self.value(unit, b, n)) for n in ns]
+        pairs = [(x, y) for x, y in pairs if x is not None and y is not None]
+        return float(np.mean([x - y for x, y in pairs])) if pairs else None
+
+    def estimate(self, a: str, b: str, ns, units) -> Estimate | None:
+        diffs = [self.diff(u, a, b, ns) for u in units]
+        pairs = sum(1 for u in units for n in ns if self.value(u, a, n) is not None and self.value(u, b, n) is not None)
+        return Estimate.of(diffs, pairs)
+
+    def per_n(self, role_: str, units) -> dict[int, Estimate]:
+        return {n: e for n in self.ns(role_, units)
+                if (e := Estimate.of([self.value(u, role_, n) for u in units])) is not None}
+
+
+def table1(grid: Grid) -> list[dict]:
+    """Mean boost of AnB+ over baseB and over BnB+ for the paper's layer ranges (random splits)."""
+    units = grid.units(exclude_kind="dissimilar")
+    rows = []
+    for lo, hi in TABLE1_RANGES:
+        ns = range(lo, hi + 1)
+        rows.append({"layers": f"{lo}-{hi}", "over_base": grid.estimate("transfer+", "base", ns, units),
+                     "over_selffer_plus": grid.estimate("transfer+", "selffer+", ns, units)})
+    return rows
+
+
+def losses(grid: Grid) -> list[dict]:
+    """Per n, the two effects the paper separates: co-adaptation (baseB − BnB) and specificity
+    (BnB − AnB); which one is larger."""
+    units = grid.units(exclude_kind="dissimilar")
+    rows = []
+    for n in sorted(set(grid.ns("selffer", units)) | set(grid.ns("transfer", units))):
+        co = grid.estimate("base", "selffer", [n], units)
+        spec = grid.estimate("selffer", "transfer", [n], units)
+        dominant = None
+        if co is not None and spec is not None:
+            dominant = "co-adaptation" if co.mean > spec.mean else "specificity"
+        rows.append({"n": n, "coadaptation": co, "specificity": spec, "dominant": dominant})
+    return rows
+
+
+def _approx_zero(e: Estimate, tol: float = 0.01) -> bool:
+    return abs(e.mean) <= tol or e.includes_zero()
+
+
+def findings(grid: Grid) -> list[dict]:
+    """The paper's findings, each with our number, its CI and whether it reproduced here."""
+    similar = grid.units(exclude_kind="dissimilar")
+    out = []
+
+    def add(name, estimate, verdict, note):
+        out.append({"finding": name, "estimate": estimate,
+                    "verdict": "not run" if estimate is None else ("reproduced" if verdict() else "not reproduced"),
+                    "note": note})
+
+    e1 = grid.estimate("selffer", "base", [1, 2], similar)
+    add("(1) BnB ≈ baseB at n = 1–2", e1, lambda: _approx_zero(e1), "mean of BnB − baseB over n = 1, 2")
+
+    drops = {n: grid.estimate("base", "selffer", [n], similar) for n in range(3, 7)}
+    drops = {n: e for n, e in drops.items() if e is not None}
+    worst = max(drops, key=lambda n: drops[n].mean) if drops else None
+    e2 = drops.get(worst) if worst else None
+    recovery = grid.estimate("selffer", "base", [7], similar)
+
+    def v2():
+        dropped = e2.mean > 0.01 and (e2.lo is None or e2.lo > 0)
+        return dropped and recovery is not None and -recovery.mean < e2.mean
+
+    add("(2) BnB drops in the middle layers (fragile co-adaptation) and recovers near the top", e2, v2,
+        f"largest baseB − BnB over n = 3–6 (at n = {worst}); BnB − baseB at n = 7: "
+        f"{recovery.text() if recovery else 'not run'}")
+
+    e3 = grid.estimate("selffer+", "base", range(1, 8), similar)
+    add("(3) BnB+ ≈ baseB", e3, lambda: _approx_zero(e3), "mean of BnB+ − baseB over n = 1–7")
+
+    e4 = None
+    ns = grid.ns("transfer", similar)
+    if ns:
+        e4 = Estimate.of([None if (a := grid.value(u, "transfer", ns[-1])) is None or
+                          (b := grid.value(u, "transfer", ns[0])) is None else a - b for u in similar])
+    top_losses = [row for row in losses(grid) if row["n"] >= 6 and row["dominant"]]
+    dominant = ", ".join(f"n={row['n']}: {row['dominant']}" for row in top_losses) or "not run"
+    add("(4) AnB falls with n, specificity dominating at the top", e4,
+        lambda: e4.mean < 0 and bool(top_losses) and all(r["dominant"] == "specificity" for r in top_losses),
+        f"AnB(n = {ns[-1] if ns else '?'}) − AnB(n = {ns[0] if ns else '?'}); dominant effect at n ≥ 6: "
+        f"{dominant}")
+
+    e5 = table1(grid)[0]["over_base"]
+    add("(5) AnB+ ≥ baseB (Table 1's boost, layers 1–7)", e5, lambda: e5.mean >= 0,
+        "mean of AnB+ − baseB over n = 1–7" + ("; significant (CI above 0)" if e5 and e5.lo and e5.lo > 0 else ""))
+
+    dissimilar = grid.units("dissimilar")
+    e6 = None
+    if dissimilar and similar:
+        high = [6, 7]
+        d = [grid.diff(u, "transfer", "base", high) for u in dissimilar]
+        s = [grid.diff(u, "transfer", "base", high) for u in similar]
+        d, s = [v for v in d if v is not None], [v for v in s if v is not None]
+        if d and s:
+            e6 = Estimate(float(np.mean(d) - np.mean(s)), None, None, None, len(d) + len(s), len(d) + len(s))
+            if len(d) >= 2 and len(s) >= 2:
+                lo, hi = stats.ttest_ind(d, s, equal_var=False).confidence_interval(0.95)
+                e6 = dataclasses.replace(e6, lo=float(lo), hi=float(hi))
+    add("(6) the dissimilar split transfers worse at high n", e6, lambda: e6.mean < 0,
+        "(AnB − baseB) at n = 6–7, dissimilar minus random splits")
+
+    e7 = grid.estimate("random", "transfer", range(1, 8), grid.units())
+    add("(7) random frozen weights do worse than transferred ones", e7, lambda: e7.mean < 0,
+        "mean of random − AnB over n = 1–7, paired by split")
+    return out
