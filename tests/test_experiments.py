@@ -129,3 +129,16 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
     assert res.returncode == 0, res.stderr
     assert "6 runs, 0 finished" in res.stdout and "<- baseB-" in res.stdout and "<- baseA-" in res.stdout
     assert not out.exists()
+
+
+def test_jobs_runs_worker_processes_on_one_grid(tmp_path):
+    out = tmp_path / "runs"
+    cfg = write_config(tmp_path / "c.yaml", out, experiment={**GRID, "treatments": ["baseA", "baseB"]},
+                       recipe={"epochs": 1})
+    res = run_tfxfer("experiment", cfg, "--jobs", "2")
+    assert res.returncode == 0, res.stderr
+    assert "[grid] 2/2 done" in res.stdout
+    logs = sorted((out / "logs").glob("worker-*.log"))
+    assert len(logs) == 2
+    trained = [trained_by(log.read_text()) for log in logs]
+    assert sorted(trained[0] + trained[1]) == sorted(results(out))  # each run trained by exactly one worker
