@@ -158,20 +158,24 @@ def _decode_trees(trees: dict, class_names: list[str], image_size: int) -> dict[
     return arrays
 
 
+def decode_image(data):
+    """Encoded image bytes (a string tensor) → uint8 [H, W, 3]; the one decoder for training and serving."""
+    import tensorflow as tf
+
+    # channels=3 turns grayscale, RGBA and palette images into RGB. JPEGs get the accurate
+    # IDCT (the one PIL uses; the default is off by a few levels); GIFs give their first frame.
+    return tf.cond(
+        tf.io.is_jpeg(data),
+        lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE"),
+        lambda: tf.io.decode_image(data, channels=3, expand_animations=False),
+    )
+
+
 def _decode_files(paths: list[str]) -> list[np.ndarray]:
     import tensorflow as tf
 
-    def decode(p):
-        data = tf.io.read_file(p)
-        # channels=3 turns grayscale, RGBA and palette images into RGB. JPEGs get the accurate
-        # IDCT (the one PIL uses; the default is off by a few levels); GIFs give their first frame.
-        return tf.cond(
-            tf.io.is_jpeg(data),
-            lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE"),
-            lambda: tf.io.decode_image(data, channels=3, expand_animations=False),
-        )
-
-    ds = tf.data.Dataset.from_tensor_slices(paths).map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = tf.data.Dataset.from_tensor_slices(paths).map(lambda p: decode_image(tf.io.read_file(p)),
+                                                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     images: list[np.ndarray] = []
     try:
         for image in ds.as_numpy_iterator():

@@ -1,0 +1,110 @@
+"""A finished run's network cut at chosen layers, as a SavedModel with named TF Serving signatures.
+
+Signatures (tag `serve`):
+- `serving_default`: `images` (a batch of encoded JPEG/PNG/GIF/BMP bytes) → one output per layer;
+  images are decoded, resized, cropped and standardized in the graph by the same functions the
+  training and evaluation pipeline uses (`decode_image`, `preprocess`).
+- `features_from_pixels` / `features_from_pixels_uint8`: `pixels` [batch, H, W, 3] in 0..255
+  pixel units, float32 or uint8 → the same outputs.
+- `classify` (when the run recorded its class names): `images` → `probabilities` [batch, C] and
+  the top k as `top_k_ids`, `top_k_names`, `top_k_scores`.
+
+Conv layers are global-average-pooled ([batch, C]) or flattened ([batch, H*W*C]), chosen at export.
+"""
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from tfxfer.data.pipeline import preprocess
+from tfxfer.data.sources import decode_image
+from tfxfer.errors import UserError
+from tfxfer.experiments.runner import FinishedRun
+from tfxfer.models import LAYER_NAMES
+
+CONV_REDUCTIONS = ("avg", "flatten")
+FEATURE_SIGNATURES = ("serving_default", "features_from_pixels", "features_from_pixels_uint8")
+CLASSIFY_SIGNATURE = "classify"
+
+
+def parse_layers(layers: str | list[str]) -> list[str]:
+    """'conv5,fc7' or a list → layer names in network order, each one of LAYER_NAMES."""
+    names = [s.strip() for s in layers.split(",")] if isinstance(layers, str) else list(layers)
+    bad = [n for n in names if n not in LAYER_NAMES]
+    if bad or not names:
+        raise UserError(f"layers {','.join(names) or '(none)'!r} invalid; allowed: a comma-separated list of "
+                        f"{', '.join(LAYER_NAMES)}")
+    return sorted(set(names), key=LAYER_NAMES.index)
+
+
+def feature_model(finished: FinishedRun, layers: list[str], conv: str = "avg") -> keras.Model:
+    """The run's network as a Keras model from preprocessed images to {layer: float32 [batch, D]}."""
+    if conv not in CONV_REDUCTIONS:
+        raise UserError(f"conv reduction {conv!r} unknown; allowed: {', '.join(CONV_REDUCTIONS)}")
+    model = finished.model
+    outputs = {}
+    for name in layers:
+        x = model.get_layer(name).output
+        if len(x.shape) == 4:
+            x = keras.ops.mean(x, axis=(1, 2)) if conv == "avg" else keras.layers.Flatten()(x)
+        # Mixed-precision runs compute in (b)float16; served features are float32 regardless.
+        outputs[name] = keras.ops.cast(x, "float32")
+    return keras.Model(model.input, outputs, name=f"{model.name}_features")
+
+
+def build_archive(finished: FinishedRun, layers: list[str], conv: str = "avg",
+                  top_k: int = 5) -> keras.export.ExportArchive:
+    """An ExportArchive holding every signature above, ready for `write_out`."""
+    spec, norm = finished.spec, finished.norm
+    features = feature_model(finished, layers, conv)
+
+    def pixels_to_inputs(pixels):
+        # One image at a time: preprocess takes [H, W, 3], exactly as the evaluation pipeline maps it.
+        return tf.map_fn(lambda im: preprocess(im, input_size=spec.input_size, resize_size=spec.resize_size,
+                                               norm=norm),
+                         pixels, fn_output_signature=tf.TensorSpec((spec.input_size, spec.input_size, 3),
+                                                                   tf.float32))
+
+    def bytes_to_inputs(images):
+        return tf.map_fn(lambda data: preprocess(decode_image(data), input_size=spec.input_size,
+                                                 resize_size=spec.resize_size, norm=norm),
+                         images, fn_output_signature=tf.TensorSpec((spec.input_size, spec.input_size, 3),
+                                                                   tf.float32))
+
+    archive = keras.export.ExportArchive()
+    archive.track(features)
+    images_spec = tf.TensorSpec([None], tf.string, name="images")
+
+    # The first endpoint added is also TF Serving's serving_default; naming it so makes that explicit.
+    @tf.function(input_signature=[images_spec])
+    def serving_default(images):
+        return features(bytes_to_inputs(images), training=False)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32, name="pixels")])
+    def features_from_pixels(pixels):
+        return features(pixels_to_inputs(pixels), training=False)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="pixels")])
+    def features_from_pixels_uint8(pixels):
+        return features(pixels_to_inputs(pixels), training=False)
+
+    archive.add_endpoint("serving_default", serving_default)
+    archive.add_endpoint("features_from_pixels", features_from_pixels)
+    archive.add_endpoint("features_from_pixels_uint8", features_from_pixels_uint8)
+
+    class_names = finished.class_names
+    if class_names:
+        model = finished.model
+        archive.track(model)
+        k = min(top_k, len(class_names))
+        names = tf.constant(class_names)
+
+        @tf.function(input_signature=[images_spec])
+        def classify(images):
+            probs = tf.nn.softmax(tf.cast(model(bytes_to_inputs(images), training=False), tf.float32))
+            top = tf.math.top_k(probs, k=k)
+            return {"probabilities": probs, "top_k_ids": top.indices, "top_k_scores": top.values,
+                    "top_k_names": tf.gather(names, top.indices)}
+
+        archive.add_endpoint(CLASSIFY_SIGNATURE, classify)
+    return archive
