@@ -1,0 +1,88 @@
+"""`tfxfer features`: images → a feature extractor (REST, gRPC or in-process) → an .npz of features.
+
+The .npz holds one array per output of the signature (e.g. `fc7` [N, D]), `labels` [N] (-1 for
+images without a class folder), `class_names`, and `paths` for images read from a folder.
+Encoded files go to `serving_default` as bytes (decoded in the model's graph); dataset images,
+already decoded, go to `features_from_pixels_uint8`.
+"""
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from tfxfer.data.sources import IMAGE_EXTENSIONS
+from tfxfer.errors import UserError
+
+
+def list_images(folder: str | os.PathLike) -> tuple[list[Path], np.ndarray, list[str]]:
+    """FOLDER/<class>/<image> (labelled by sorted class) or FOLDER/<image> (label -1)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"image folder {str(folder)!r} does not exist or is not a directory")
+
+    def images(d: Path) -> list[Path]:
+        return sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    paths, labels = images(folder), [-1] * len(images(folder))
+    for label, name in enumerate(classes):
+        found = images(folder / name)
+        paths += found
+        labels += [label] * len(found)
+    if not paths:
+        raise UserError(f"image folder {str(folder)!r} has no images ({', '.join(IMAGE_EXTENSIONS)}), neither "
+                        "directly nor in class folders")
+    return paths, np.asarray(labels, dtype=np.int64), classes
+
+
+def extract(client, batches, total: int, signature: str, verbose: bool = True) -> dict[str, np.ndarray]:
+    """Send each batch of inputs; the outputs of all batches, concatenated."""
+    bar = keras.utils.Progbar(total, unit_name="image", verbose=1 if verbose else 0)
+    parts: dict[str, list[np.ndarray]] = {}
+    done = 0
+    for inputs in batches:
+        for name, value in client.predict(inputs, signature).items():
+            parts.setdefault(name, []).append(value)
+        done += len(next(iter(inputs.values())))
+        bar.update(done)
+    return {name: np.concatenate(values) for name, values in parts.items()}
+
+
+def folder_features(client, folder, batch_size: int = 32, verbose: bool = True) -> dict[str, np.ndarray]:
+    paths, labels, classes = list_images(folder)
+    batches = ({"images": np.array([p.read_bytes() for p in paths[i:i + batch_size]], dtype=object)}
+               for i in range(0, len(paths), batch_size))
+    features = extract(client, batches, len(paths), "serving_default", verbose)
+    return {**features, "labels": labels, "class_names": np.array(classes, dtype=str),
+            "paths": np.array([str(p) for p in paths], dtype=str)}
+
+
+def dataset_features(client, dataset: str, part: str = "test", batch_size: int = 32, verbose: bool = True,
+                     **load_kwargs) -> dict[str, np.ndarray]:
+    from tfxfer.data.registry import load_dataset
+
+    if part not in ("train", "test"):
+        raise UserError(f"part {part!r} invalid; allowed: train, test")
+    data = load_dataset(dataset, **load_kwargs)
+    x, y = (data.train_x, data.train_y) if part == "train" else (data.test_x, data.test_y)
+    batches = ({"pixels": x[i:i + batch_size]} for i in range(0, len(x), batch_size))
+    features = extract(client, batches, len(x), "features_from_pixels_uint8", verbose)
+    return {**features, "labels": y.astype(np.int64), "class_names": np.array(data.class_names, dtype=str)}
+
+
+def write_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> Path:
+    """Written to a temporary file and renamed: a reader never sees half an .npz."""
+    path = Path(path)
+    if path.suffix != ".npz":
+        raise UserError(f"output {str(path)!r} invalid; allowed: a file name ending in .npz")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(buffer.getvalue())
+    os.replace(tmp, path)
+    return path
