@@ -19,6 +19,8 @@ TRAIN_OVERRIDES = {
     "precision": "recipe.precision", "strategy": "training.strategy", "seed": "seed", "out": "out",
 }
 
+TUNE_OVERRIDES = {"tuner": "tuning.tuner", "max_trials": "tuning.max_trials", "out": "out"}
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="tfxfer")
@@ -118,6 +120,28 @@ def report(results_dir):
 
     for path in write_report(results_dir):
         click.echo(f"wrote {path}")
+
+
+@cli.command()
+@click.argument("config_name", metavar="CONFIG")
+@click.option("--treatment", default="baseB", show_default=True, help="The treatment whose recipe is searched.")
+@click.option("--n", type=int, default=None, help="Layers copied from the base net, 1..7 (not for baseA/baseB).")
+@click.option("--tuner", help="random, bayesian or hyperband (default: the config's tuning.tuner).")
+@click.option("--max-trials", type=int, help="How many trials in all, counting finished ones (tuning.max_trials).")
+@click.option("--out", help="Directory that holds the search (<out>/tune/) and, later, the runs.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def tune(config_name, treatment, n, quiet, **flags):
+    """Search the recipe (CONFIG's tuning.space) for one treatment with keras-tuner.
+
+    Each trial trains an ordinary run; its score is the top-1 on the validation images held out of
+    the training images. The best values are written as a config for `tfxfer train --config`.
+    Rerunning the same command continues the search. Distributed: see the README (KERASTUNER_*).
+    """
+    from tfxfer.config import load_config
+    from tfxfer.tuning import tune as search
+
+    overrides = {TUNE_OVERRIDES[k]: v for k, v in flags.items() if v is not None}
+    search(load_config(config_name, overrides), treatment, n, verbose=not quiet)
 
 
 @cli.command("list")
