@@ -162,6 +162,99 @@ def list_(kind):
         click.echo(name)
 
 
+@cli.group()
+def visualize():
+    """Look inside a finished run as Zeiler & Fergus (2014) did; figures are PNGs in <run>/visualize."""
+
+
+def _figure_options(batch_size: int | None):
+    """The options every visualize command shares; --batch-size where images go through the network."""
+    def wrap(fn):
+        fn = click.option("--tensorboard", is_flag=True, help="Also log the figures to the run's TensorBoard.")(fn)
+        fn = click.option("--out", help="Directory for the PNGs (default: <run>/visualize).")(fn)
+        if batch_size is None:
+            return fn
+        return click.option("--batch-size", type=int, default=batch_size, show_default=True,
+                            help="Images through the network at once.")(fn)
+    return wrap
+
+
+def _echo_written(written):
+    for path in written.values():
+        click.echo(str(path))
+
+
+_RUN_DIR = click.argument("run_dir", type=click.Path())
+_IMAGES = click.argument("images", nargs=-1, required=True, type=click.Path())
+_LABEL = click.option("--label", help="True class of every image (default: the image's folder name, "
+                                      "if it is a class; else the top class).")
+
+
+@visualize.command("filters")
+@_RUN_DIR
+@click.option("--epochs", is_flag=True, help="The filters after every epoch, side by side (Fig. 4).")
+@_figure_options(batch_size=None)
+def visualize_filters(run_dir, epochs, out, tensorboard):
+    """conv1's filters as an image grid, from the final weights or every epoch's logged kernel."""
+    from tfxfer.visualize import draw_filters
+
+    _echo_written(draw_filters(run_dir, epochs=epochs, out=out, tensorboard=tensorboard))
+
+
+@visualize.command("occlusion")
+@_RUN_DIR
+@_IMAGES
+@click.option("--size", type=int, default=8, show_default=True, help="Side of the grey square, in input pixels.")
+@click.option("--stride", type=int, default=2, show_default=True, help="Pixels between occluder positions.")
+@_LABEL
+@_figure_options(batch_size=256)
+def visualize_occlusion(run_dir, images, size, stride, label, out, tensorboard, batch_size):
+    """Slide a grey square over each image; map class probability, top label and conv5 activity (Fig. 7)."""
+    from tfxfer.visualize import draw_occlusion
+
+    _echo_written(draw_occlusion(run_dir, images, size=size, stride=stride, label=label, batch_size=batch_size,
+                                 out=out, tensorboard=tensorboard))
+
+
+@visualize.command("deconv")
+@_RUN_DIR
+@click.option("--layer", "layers", multiple=True, default=["conv3"], show_default=True,
+              help="conv1..conv5; repeat for several (one figure each).")
+@click.option("--maps", type=int, default=16, show_default=True, help="Feature maps shown (a seeded random subset).")
+@click.option("--top", type=int, default=9, show_default=True, help="Strongest activations shown per map.")
+@click.option("--dataset", help="Search this dataset's test images (a dataset name, see `tfxfer list datasets`); "
+                                "default: the run's own test images.")
+@click.option("--data-path", help="A local copy of --dataset.")
+@click.option("--max-images", type=int, help="Search at most this many images (a seeded random subset).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the map and image subsets.")
+@_figure_options(batch_size=128)
+def visualize_deconv(run_dir, layers, maps, top, dataset, data_path, max_images, seed, out, tensorboard, batch_size):
+    """Project each map's top activations over a dataset to pixel space with a deconvnet (Figs. 1, 2)."""
+    from tfxfer.visualize import draw_deconv
+
+    _echo_written(draw_deconv(run_dir, layers, maps=maps, top=top, dataset=dataset, data_path=data_path,
+                              max_images=max_images, seed=seed, batch_size=batch_size, out=out,
+                              tensorboard=tensorboard))
+
+
+@visualize.command("invariance")
+@_RUN_DIR
+@_IMAGES
+@click.option("--shift", type=float, default=0.25, show_default=True,
+              help="Largest vertical shift, as a fraction of the image side.")
+@click.option("--scale", type=(float, float), default=(0.6, 1.8), show_default=True, help="Smallest and largest scale.")
+@click.option("--angle", type=float, default=360.0, show_default=True, help="Largest rotation in degrees.")
+@click.option("--steps", type=int, default=17, show_default=True, help="Values of each transform.")
+@_LABEL
+@_figure_options(batch_size=256)
+def visualize_invariance(run_dir, images, shift, scale, angle, steps, label, out, tensorboard, batch_size):
+    """Translate, scale and rotate each image; plot conv1/fc7 feature distances and p(true class) (Fig. 5)."""
+    from tfxfer.visualize import Ranges, draw_invariance
+
+    _echo_written(draw_invariance(run_dir, images, Ranges(shift, tuple(scale), angle, steps), label=label,
+                                  batch_size=batch_size, out=out, tensorboard=tensorboard))
+
+
 def main(argv=None):
     try:
         # standalone_mode=False lets UserError through to be printed as one line below.
