@@ -196,5 +196,6 @@ def _report(tuner: RecipeTuner) -> TuneResult:
     path = project / BEST_CONFIG
     atomic_write_text(path, dump_config(trial_config(tuner.config, best.hyperparameters.values)))
     print(f"{len(completed)} trials finished; best trial {best.trial_id}: val_top1 {best.score:.4f} with {values}")
-    print(f"best config: {path}  (tfxfer train --config {path} --treatment {tuner.treatment})")
+    n = f" --n {tuner.n}" if tuner.n else ""
+    print(f"best config: {path}  (tfxfer train --config {path} --treatment {tuner.treatment}{n})")
     return TuneResult(project, path, values, best.score, len(completed))
