@@ -11,6 +11,9 @@ RESULT_FIELDS = ("run_id", "treatment", "n", "base_run_id", "dataset", "arch", "
                  "classes", "seed", "top1", "top5", "best_val_top1", "epochs", "wall_s", "images_per_s",
                  "precision", "device", "version", "config")
 RESULT_FILE = "result.json"
+# mkstemp makes files readable by their owner only; results are meant to be shared.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -18,6 +21,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, 0o666 & ~_UMASK)
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
