@@ -49,7 +49,7 @@ class Signature:
                 raise invalid(f"input {name!r} has dtype {tf.as_dtype(x.dtype).name} but signature {self.name!r} "
                               f"expects {spec.dtype.name}")
             if not spec.shape.is_compatible_with(x.shape):
-                raise invalid(f"input {name!r} has shape {list(x.shape)} but signature {self.name!r} expects "
+                raise invalid(f"input {name!r} has shape {shape_text(tf.TensorShape(x.shape))} but signature {self.name!r} expects "
                               f"{shape_text(spec.shape)}")
             rows.add(x.shape[0])
         if len(rows) > 1:

@@ -77,7 +77,7 @@ async def serve(base: Path, host: str, port: int, grpc_port: int, batching: Batc
     for line in await loop.run_in_executor(loader, manager.poll):
         print(line, flush=True)
     core = Core(manager, Batcher(batching))
-    runner = web.AppRunner(make_app(core, max_body_bytes), access_log=None)
+    runner = web.AppRunner(make_app(core, max_body_bytes), access_log=None, shutdown_timeout=2.0)
     await runner.setup()
     grpc_server = None
     try:
