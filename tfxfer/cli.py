@@ -255,6 +255,85 @@ def visualize_invariance(run_dir, images, shift, scale, angle, steps, label, out
                                   batch_size=batch_size, out=out, tensorboard=tensorboard))
 
 
+@cli.command("export")
+@click.argument("run_dir")
+@click.option("--layers", required=True, help="Comma-separated layers to output: conv1..conv5, fc6, fc7, fc8.")
+@click.option("--out", required=True, help="The export base: the model goes to OUT/<name>/<version>/.")
+@click.option("--name", help="Model name (default: the run id, '+' spelled '_ft').")
+@click.option("--version", "version", type=int, help="Version number (default: one more than the newest).")
+@click.option("--conv", type=click.Choice(["avg", "flatten"]), default="avg", show_default=True,
+              help="Conv layer features: global-average-pooled [C] or flattened [H*W*C].")
+@click.option("--top-k", type=int, default=5, show_default=True, help="Classes the classify signature returns.")
+@click.option("--serving-config", default="serving/models.config", show_default=True,
+              help="TF Serving model_config_list file to add the model to ('' for none).")
+def export(run_dir, layers, out, name, version, conv, top_k, serving_config):
+    """Export a finished run as a feature-extractor SavedModel in TF Serving's layout."""
+    from tfxfer.export import export_run
+
+    target = export_run(run_dir, layers, out, name=name, version=version, conv=conv, top_k=top_k,
+                        serving_config=serving_config or None)
+    click.echo(f"exported {target}" + (f"; {serving_config} lists it" if serving_config else ""))
+
+
+@cli.command()
+@click.argument("export_base")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (0.0.0.0: every interface).")
+@click.option("--port", type=int, default=8501, show_default=True, help="REST port.")
+@click.option("--grpc-port", type=int, default=8500, show_default=True, help="gRPC port.")
+@click.option("--max-batch-size", type=int, default=32, show_default=True,
+              help="Rows of concurrent requests run together as one batch.")
+@click.option("--batch-timeout-ms", type=float, default=2.0, show_default=True,
+              help="How long a batch waits for more requests (0: no batching).")
+@click.option("--batch-threads", type=int, default=2, show_default=True, help="Batches computed at once.")
+@click.option("--poll-s", type=float, default=1.0, show_default=True,
+              help="Seconds between scans of EXPORT_BASE for new versions.")
+@click.option("--max-body-mb", type=float, default=64.0, show_default=True, help="Largest request accepted.")
+def serve(export_base, host, port, grpc_port, max_batch_size, batch_timeout_ms, batch_threads, poll_s, max_body_mb):
+    """Serve every model in EXPORT_BASE over TF Serving's REST and gRPC APIs (newest version of each)."""
+    from tfxfer.serving.batching import BatchingOptions
+    from tfxfer.serving.server import run_server
+
+    batching = BatchingOptions(max_batch_size, batch_timeout_ms / 1000, batch_threads)
+    run_server(export_base, host=host, port=port, grpc_port=grpc_port, batching=batching, poll_s=poll_s,
+               max_body_bytes=int(max_body_mb * 2**20))
+
+
+@cli.command()
+@click.option("--images", help="A folder of images: FOLDER/<class>/* (labelled) or FOLDER/* (label -1).")
+@click.option("--dataset", help="Or a dataset: synthetic, cifar10, cifar100, tfds:NAME or folder:PATH.")
+@click.option("--data-path", help="A local copy of the dataset (cifar10/cifar100).")
+@click.option("--data-dir", help="TFDS data_dir, for tfds:NAME datasets.")
+@click.option("--part", type=click.Choice(["train", "test"]), default="test", show_default=True,
+              help="Which part of the dataset.")
+@click.option("--per-class", type=int, help="At most this many images per class of the dataset.")
+@click.option("--server", help="http://HOST:PORT (REST) or grpc://HOST:PORT (gRPC) of TF Serving or tfxfer serve.")
+@click.option("--model", help="Model name on the server.")
+@click.option("--version", "version", type=int, help="Model version on the server (default: the newest).")
+@click.option("--export", "export_path", help="Or run EXPORT_BASE/<name>[/<version>] in this process.")
+@click.option("--out", required=True, help="The .npz to write.")
+@click.option("--batch-size", type=int, default=32, show_default=True, help="Images per request.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def features(images, dataset, data_path, data_dir, part, per_class, server, model, version, export_path, out,
+             batch_size, quiet):
+    """Compute features of a folder of images or a dataset and write them, with labels, to an .npz."""
+    from tfxfer.serving.client import connect
+    from tfxfer.serving.features import dataset_features, folder_features, write_npz
+
+    if (images is None) == (dataset is None):
+        raise UserError("give exactly one of --images FOLDER and --dataset NAME")
+    if batch_size < 1:
+        raise UserError(f"--batch-size {batch_size} invalid; allowed: a whole number of at least 1")
+    client = connect(server, model, version, export_path)
+    if images is not None:
+        arrays = folder_features(client, images, batch_size, verbose=not quiet)
+    else:
+        arrays = dataset_features(client, dataset, part, batch_size, verbose=not quiet, path=data_path,
+                                  data_dir=data_dir, train_per_class=per_class, test_per_class=per_class)
+    path = write_npz(out, arrays)
+    shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in arrays.items() if k not in ("class_names", "paths"))
+    click.echo(f"wrote {path}: {shapes}")
+
+
 def main(argv=None):
     try:
         # standalone_mode=False lets UserError through to be printed as one line below.
