@@ -225,7 +225,10 @@ def tfxfer(capsys, *args) -> tuple[int, str, str]:
 
 
 def test_every_command_writes_a_png_and_logs_it_to_tensorboard(trained, tmp_path, capsys):
-    from tensorboard.backend.event_processing.event_accumulator import TENSORS, EventAccumulator
+    from tensorboard.backend.event_processing.event_accumulator import (
+        TENSORS,
+        EventAccumulator,
+    )
 
     run_dir, data = trained
     images = [data / "test" / "red" / "000.png", data / "test" / "blue" / "001.png"]

@@ -6,7 +6,6 @@ the Agg canvas whatever the user's interactive backend is, and nothing global is
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -33,13 +32,13 @@ def save_figure(fig: Figure, path: str | Path) -> Path:
     """Write `fig` as a PNG atomically (temporary file + rename): no half-written figure is left."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(fd)
+    # Not mkstemp: its 0600 mode would stick to the figure.
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
     try:
         fig.savefig(tmp, format="png")
         os.replace(tmp, path)
     except BaseException:
-        os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
         raise
     return path
 

@@ -120,7 +120,7 @@ def invariance_figure(run, xs: np.ndarray, names: list[str], labels: list[int | 
         examples = np.linspace(0, len(amounts[kind]) - 1, 5).round().astype(int)
         shown = [transform_vector(kind, amounts[kind][i], size) for i in examples]
         copies = list(transformed_copies(xs[:1], np.zeros(len(shown), np.int32), np.stack(shown)).as_numpy_iterator())
-        row[0].imshow(tile(display_images(run, np.stack(copies)), len(copies), pad=2))
+        row[0].imshow(tile(display_images(run, np.stack(copies)), len(copies), pad=2), interpolation="nearest")
         row[0].set_title(f"{kind}: " + ", ".join(f"{amounts[kind][i]:.3g}" for i in examples), fontsize=9)
         row[0].set_axis_off()
         for ax, key, ylabel in zip(row[1:], (*FEATURE_LAYERS, "probability"),
