@@ -8,7 +8,8 @@ while it trains) renews it. A worker silent for `worker_timeout_s` is presumed d
 and its trial goes back to the queue for the next worker that asks. Workers that run out of new
 trials wait while others are still running, so a trial put back late still finds someone to run it.
 If a presumed-dead worker reports after all, the first result of a trial counts and later ones are
-dropped.
+dropped. The chief ends once the search is complete and every live worker was told so; if all
+workers die before that, it waits for new ones (any worker started again continues the search).
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ class LeasedOracle:
         self.clock = clock
         self._seen: dict[str, float] = {}  # tuner_id -> when it last called
         self._holder: dict[str, str] = {}  # trial_id -> tuner_id that was handed it last
+        self._complete = False  # a worker was told the search is over
 
     def _renew(self, tuner_id: str | None) -> None:
         if tuner_id is not None:
@@ -62,6 +64,8 @@ class LeasedOracle:
             # Nothing new to run, but a running trial may yet come back if its worker dies.
             self.tuner_ids.add(tuner_id)
             return Trial(self.get_space(), status=TrialStatus.IDLE)
+        elif trial.status == TrialStatus.STOPPED:
+            self._complete = True
         return trial
 
     @kt.synchronized
@@ -91,12 +95,9 @@ class LeasedOracle:
 
     @kt.synchronized
     def search_over(self) -> bool:
-        """True once workers came, and all of them left or died with no trial left running."""
+        """True once the search is complete and every worker was told so (or died)."""
         self._expire()
-        return bool(self._seen) and not self.tuner_ids and not self.ongoing_trials
-
-    def unfinished(self) -> list[str]:
-        return sorted(t.trial_id for t in self.trials.values() if t.status == TrialStatus.RUNNING)
+        return self._complete and not self.tuner_ids and not self.ongoing_trials
 
 
 class RandomOracle(LeasedOracle, kt.oracles.RandomSearchOracle):

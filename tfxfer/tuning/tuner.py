@@ -184,10 +184,6 @@ def _report(tuner: RecipeTuner) -> TuneResult:
     oracle = tuner.oracle
     completed = [t for t in oracle.trials.values() if t.status == TrialStatus.COMPLETED]
     project = Path(tuner.project_dir)
-    unfinished = oracle.unfinished()
-    if unfinished:
-        print(f"trials {', '.join(unfinished)} are unfinished (no worker left to run them); "
-              "rerun the same command(s) to finish them")
     if not completed:
         print(f"no trial finished; nothing to write in {project}")
         return TuneResult(project, None, {}, None, 0)
