@@ -2,6 +2,7 @@
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
+import yaml
 from google.protobuf import text_format
 from serving_helpers import (
     LAYERS,
@@ -24,6 +26,7 @@ from tfxfer.cli import main
 from tfxfer.errors import UserError
 from tfxfer.export import export_run, versions
 from tfxfer.export.layout import publish
+from tfxfer.serving.batching import BatchingOptions
 
 TOL = 1e-5
 
@@ -174,3 +177,21 @@ def test_cli_export_flatten_and_errors(exported, tmp_path, capsys):
         assert exit_info.value.code == 2 and message in err and len(err.strip().splitlines()) == 1, err
     assert [p.name for p in (tmp_path / "ex").iterdir()] == [name]
     assert versions(tmp_path / "ex" / name) == [1]
+
+
+def test_serving_folder_runs_the_documented_command_line():
+    root = Path(__file__).resolve().parent.parent / "serving"
+    text_format.Parse((root / "models.config").read_text(), model_server_config_pb2.ModelServerConfig())
+    compose = yaml.safe_load((root / "docker-compose.yml").read_text())["services"]["tensorflow-serving"]
+    assert compose["image"].startswith("tensorflow/serving:")
+    assert compose["ports"] == ["127.0.0.1:8501:8501", "127.0.0.1:8500:8500"]
+    readme = (root / "README.md").read_text()
+    command = readme.split("```bash\ntensorflow_model_server")[1].split("```")[0].replace("\\\n", " ").split()
+    # The container runs the README's command line, with the serving folder mounted at /serving.
+    assert [flag.replace("/serving/", "serving/") for flag in compose["command"]] == command
+    batching = dict(re.findall(r"^(\w+) \{ value: (\d+) \}", (root / "batching_parameters.txt").read_text(), re.MULTILINE))
+    # TF Serving batches as `tfxfer serve` does by default.
+    defaults = BatchingOptions()
+    assert batching == {"max_batch_size": str(defaults.max_batch_size),
+                        "batch_timeout_micros": str(round(defaults.timeout_s * 1e6)),
+                        "num_batch_threads": str(defaults.num_batch_threads), "max_enqueued_batches": "100"}

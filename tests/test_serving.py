@@ -29,11 +29,12 @@ from tensorflow_serving.apis import (
 )
 
 from tfxfer.cli import main
+from tfxfer.data.registry import load_dataset
 from tfxfer.export import export_run
 from tfxfer.serving.batching import Batcher, BatchingOptions
 from tfxfer.serving.client import GrpcClient, LocalClient
 from tfxfer.serving.errors import invalid
-from tfxfer.serving.features import folder_features
+from tfxfer.serving.features import dataset_features, folder_features
 from tfxfer.serving.servables import Signature
 
 TOL = 1e-5
@@ -272,6 +273,14 @@ def test_features_command_rest_grpc_and_in_process(served, tmp_path, capsys):
     for client in (GrpcClient(server.grpc_target, MODEL), LocalClient(base / MODEL)):
         got = folder_features(client, tmp_path / "imgs", batch_size=3, verbose=False)
         assert max(np.abs(got[n] - want[n]).max() for n in LAYERS) <= TOL
+    # A dataset's decoded images travel as PNG: losslessly.
+    data = load_dataset("synthetic", train_per_class=1, test_per_class=2)
+    got = dataset_features(GrpcClient(server.grpc_target, MODEL), "synthetic", "test", batch_size=16, verbose=False,
+                           train_per_class=1, test_per_class=2)
+    want = keras_features(finished, data.test_x)
+    assert max(np.abs(got[n] - want[n]).max() for n in LAYERS) <= TOL
+    np.testing.assert_array_equal(got["labels"], data.test_y)
+    assert list(got["class_names"]) == data.class_names
 
 
 def test_batcher_merges_concurrent_requests_and_isolates_a_bad_one():
