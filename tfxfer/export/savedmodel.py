@@ -58,18 +58,14 @@ def build_archive(finished: FinishedRun, layers: list[str], conv: str = "avg",
     spec, norm = finished.spec, finished.norm
     features = feature_model(finished, layers, conv)
 
-    def pixels_to_inputs(pixels):
-        # One image at a time: preprocess takes [H, W, 3], exactly as the evaluation pipeline maps it.
-        return tf.map_fn(lambda im: preprocess(im, input_size=spec.input_size, resize_size=spec.resize_size,
-                                               norm=norm),
-                         pixels, fn_output_signature=tf.TensorSpec((spec.input_size, spec.input_size, 3),
-                                                                   tf.float32))
+    def to_inputs(batch, encoded: bool):
+        # One image at a time, as the evaluation pipeline maps preprocess over a dataset.
+        def one(item):
+            return preprocess(decode_image(item) if encoded else item, input_size=spec.input_size,
+                              resize_size=spec.resize_size, norm=norm)
 
-    def bytes_to_inputs(images):
-        return tf.map_fn(lambda data: preprocess(decode_image(data), input_size=spec.input_size,
-                                                 resize_size=spec.resize_size, norm=norm),
-                         images, fn_output_signature=tf.TensorSpec((spec.input_size, spec.input_size, 3),
-                                                                   tf.float32))
+        return tf.map_fn(one, batch, fn_output_signature=tf.TensorSpec((spec.input_size, spec.input_size, 3),
+                                                                       tf.float32))
 
     archive = keras.export.ExportArchive()
     archive.track(features)
@@ -78,15 +74,15 @@ def build_archive(finished: FinishedRun, layers: list[str], conv: str = "avg",
     # The first endpoint added is also TF Serving's serving_default; naming it so makes that explicit.
     @tf.function(input_signature=[images_spec])
     def serving_default(images):
-        return features(bytes_to_inputs(images), training=False)
+        return features(to_inputs(images, encoded=True), training=False)
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32, name="pixels")])
     def features_from_pixels(pixels):
-        return features(pixels_to_inputs(pixels), training=False)
+        return features(to_inputs(pixels, encoded=False), training=False)
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="pixels")])
     def features_from_pixels_uint8(pixels):
-        return features(pixels_to_inputs(pixels), training=False)
+        return features(to_inputs(pixels, encoded=False), training=False)
 
     archive.add_endpoint("serving_default", serving_default)
     archive.add_endpoint("features_from_pixels", features_from_pixels)
@@ -101,7 +97,7 @@ def build_archive(finished: FinishedRun, layers: list[str], conv: str = "avg",
 
         @tf.function(input_signature=[images_spec])
         def classify(images):
-            probs = tf.nn.softmax(tf.cast(model(bytes_to_inputs(images), training=False), tf.float32))
+            probs = tf.nn.softmax(tf.cast(model(to_inputs(images, encoded=True), training=False), tf.float32))
             top = tf.math.top_k(probs, k=k)
             return {"probabilities": probs, "top_k_ids": top.indices, "top_k_scores": top.values,
                     "top_k_names": tf.gather(names, top.indices)}
