@@ -283,6 +283,24 @@ def test_features_command_rest_grpc_and_in_process(served, tmp_path, capsys):
     assert list(got["class_names"]) == data.class_names
 
 
+def test_serve_refuses_a_missing_base_and_a_port_in_use(served, tmp_path, capsys):
+    _, base, server = served
+    rest_port, grpc_port = (int(a.rsplit(":", 1)[1]) for a in (server.url, server.grpc_target))
+    (free,) = free_ports(1)
+    for args, message in (
+        ([str(tmp_path / "nope"), "--port", str(free)], "does not exist"),
+        ([str(base), "--port", str(rest_port), "--grpc-port", str(free)], f"{rest_port} (REST)"),
+        ([str(base), "--port", str(free), "--grpc-port", str(grpc_port)], f"{grpc_port} (gRPC)"),
+        ([str(base), "--max-batch-size", "0"], "--max-batch-size 0 invalid"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["serve", *args])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert predict_rest(server, {"signature_name": "features_from_pixels_uint8",
+                                 "inputs": random_images(1).tolist()}).status_code == 200
+
+
 def test_batcher_merges_concurrent_requests_and_isolates_a_bad_one():
     calls = []
 

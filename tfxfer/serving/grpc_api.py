@@ -75,8 +75,9 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
 
 
 def make_server(core, address: str, max_message_bytes: int) -> grpc.aio.Server:
+    # Without so_reuseport 0, a second server would silently share a port already in use.
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", max_message_bytes),
-                                      ("grpc.max_send_message_length", -1)])
+                                      ("grpc.max_send_message_length", -1), ("grpc.so_reuseport", 0)])
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(core), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(core), server)
     try:
@@ -84,5 +85,5 @@ def make_server(core, address: str, max_message_bytes: int) -> grpc.aio.Server:
     except RuntimeError:
         port = 0
     if not port:
-        raise OSError(f"cannot bind the gRPC port {address}")
+        raise OSError(f"address {address} is in use or cannot be bound")
     return server

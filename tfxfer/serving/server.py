@@ -83,11 +83,13 @@ async def serve(base: Path, host: str, port: int, grpc_port: int, batching: Batc
     try:
         try:
             await web.TCPSite(runner, host, port).start()
+        except OSError as e:
+            raise UserError(f"cannot listen on {host}:{port} (REST): {e.strerror or e}") from None
+        try:
             grpc_server = make_server(core, f"[{host}]:{grpc_port}" if ":" in host else f"{host}:{grpc_port}",
                                       max_body_bytes)
         except OSError as e:
-            raise UserError(f"cannot listen on {host} (REST port {port}, gRPC port {grpc_port}): "
-                            f"{e.strerror or e}") from None
+            raise UserError(f"cannot listen on {host}:{grpc_port} (gRPC): {e}") from None
         await grpc_server.start()
         models = ", ".join(f"{n} (version {v})" for n, v in sorted(manager.models().items())) or "none yet"
         print(f"serving {base}: REST http://{host}:{port}/v1/models/<name>, gRPC {host}:{grpc_port}; "
