@@ -40,4 +40,4 @@ def test_multiworker_over_two_local_processes(tmp_path):
     # Only the chief writes into the run directory.
     run_dir = tmp_path / "runs" / record["run_id"]
     assert sorted(p.name for p in run_dir.iterdir()) == [
-        "checkpoints", "config.yaml", "history.json", "model.weights.h5", "result.json", "tb"]
+        "checkpoints", "config.yaml", "history.json", "model.weights.h5", "normalization.json", "result.json", "tb"]
