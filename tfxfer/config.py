@@ -112,6 +112,9 @@ class RecipeConfig:
 class TrainingConfig:
     strategy: str = "auto"  # auto: mirrored over the visible GPUs, else default; multiworker: from TF_CONFIG
     devices: list[str] | None = None  # for mirrored, e.g. ["/gpu:0", "/gpu:1"]
+    # Frozen treatments train layers n+1..8 on cached outputs of layers 1..n (fixed crops/flips
+    # stand in for random ones); false: every epoch runs the whole network, as for fine-tuning.
+    prefix_cache: bool = True
 
     def validate(self, at):
         _check(self.strategy in STRATEGIES, at, "strategy", self.strategy, ", ".join(STRATEGIES))

@@ -7,7 +7,7 @@ network is trained on, and whether the copied layers are frozen or fine-tuned:
     BnB, AnA          selffer: layers 1..n from the same task's base, frozen
     AnB, BnA          transfer: layers 1..n from the other task's base, frozen
     XnY+              the same with the copied layers fine-tuned (all layers learn)
-    random            layers 1..n keep a seeded random initialization, frozen; trained on B
+    random            layers 1..n of a seeded random network (the same for every n), frozen; trained on B
 """
 from __future__ import annotations
 
@@ -89,7 +89,11 @@ def build_treatment(name: str, n: int, spec: ArchSpec, num_classes: int, *, base
     # baseB's were, it would be biased toward rediscovering baseB's co-adapted features.
     init_seed = seed if t.is_base else layer_seed(seed, f"{name}{n}")
     model = build_model(spec, num_classes, seed=init_seed, name=f"{name.replace('+', '_ft')}{n or ''}", **model_kwargs)
-    if t.source:
+    if name == "random":
+        # Layers 1..n of one seeded random network, the same for every n: the random prefix (and
+        # its cached outputs) is shared by all n, as a base net's is by AnB at every n.
+        base = build_model(spec, num_classes, seed=layer_seed(seed, "random"), **model_kwargs)
+    if t.source or name == "random":
         for layer in LAYER_NAMES[:n]:
             model.get_layer(layer).set_weights(base.get_layer(layer).get_weights())
     for layer in frozen_layers(t, n):

@@ -17,15 +17,16 @@ import tensorflow as tf
 
 from tfxfer import __version__
 from tfxfer.config import RecipeConfig, dump_config
-from tfxfer.data.pipeline import make_dataset
+from tfxfer.data.pipeline import fixed_views, make_dataset, make_feature_dataset
 from tfxfer.data.tasks import TaskData
 from tfxfer.experiments.runspec import RunSpec
-from tfxfer.models import build_model
+from tfxfer.models import LAYER_NAMES, build_model
+from tfxfer.training import prefix_cache
 from tfxfer.training.checkpoints import EpochCheckpoints
 from tfxfer.training.records import atomic_write_text, write_result
 from tfxfer.training.strategy import device_name, is_chief, make_strategy
 from tfxfer.training.tensorboard import RunLogger
-from tfxfer.treatments import build_treatment
+from tfxfer.treatments import build_treatment, frozen_layers, get_treatment
 
 WEIGHTS_FILE = "model.weights.h5"
 CONFIG_FILE = "config.yaml"
@@ -72,7 +73,10 @@ def predict_logits(forward, x: np.ndarray, task: TaskData) -> np.ndarray:
 
 
 def evaluate(forward, x, y, task: TaskData) -> dict[str, float]:
-    logits = predict_logits(forward, x, task)
+    return scores(predict_logits(forward, x, task), y)
+
+
+def scores(logits: np.ndarray, y: np.ndarray) -> dict[str, float]:
     loss = float(np.mean(keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)))
     return {"loss": loss, "top1": topk_accuracy(logits, y, 1), "top5": topk_accuracy(logits, y, 5)}
 
@@ -86,6 +90,35 @@ def _build(spec: RunSpec, task: TaskData, base_weights: Path | None):
         base = build_model(task.spec, task.source_classes, **kwargs)
         base.load_weights(base_weights)
     return build_treatment(spec.treatment, spec.n, task.spec, task.num_classes, base=base, seed=cfg.seed, **kwargs)
+
+
+def suffix_model(model: keras.Model, n: int) -> keras.Model:
+    """Layers n+1..8 of `model` as a model whose input is layer n's output: what a frozen
+    treatment trains on cached prefix outputs. The layer objects are `model`'s own, so training
+    it trains `model`, and checkpoints and weights files stay those of the full network."""
+    last = model.get_layer(LAYER_NAMES[n - 1])
+    inputs = keras.Input(last.output.shape[1:], dtype="float16", name=f"{last.name}_outputs")
+    x = inputs
+    if getattr(last, "drop", None) is not None:
+        # A frozen fc6/fc7 still drops out its outputs in training; the cache holds them as in inference.
+        x = last.drop(x)
+    for name in LAYER_NAMES[n:]:
+        x = model.get_layer(name)(x)
+    return keras.Model(inputs, x, name=f"{model.name}_above_{last.name}")
+
+
+def _prefix_features(model: keras.Model, n: int, task: TaskData, recipe: RecipeConfig, out: Path, label: str):
+    """Cached outputs of the frozen layers 1..n: of every fixed view of the training images, and
+    of the validation images as evaluation sees them; and the seconds it took to get them."""
+    common = {"spec": task.spec, "norm": task.norm, "root": prefix_cache.cache_dir(out), "label": label}
+    size = {"input_size": task.spec.input_size, "resize_size": task.spec.resize_size}
+    aug = recipe.augment
+    t0 = time.perf_counter()
+    train_views = fixed_views(**size, pad=aug.pad, crop=aug.crop, flip=aug.flip)
+    train_x, _ = prefix_cache.prefix_outputs(model, n, task.train_x, train_views, **common)
+    val_x = prefix_cache.prefix_outputs(model, n, task.val_x, fixed_views(**size), **common)[0][:, 0] \
+        if len(task.val_x) else None
+    return train_x, val_x, time.perf_counter() - t0
 
 
 def train(spec: RunSpec, run_dir: Path, task: TaskData, base_weights: Path | None = None,
@@ -105,28 +138,37 @@ def train(spec: RunSpec, run_dir: Path, task: TaskData, base_weights: Path | Non
         global_batch += strategy.num_replicas_in_sync - global_batch % strategy.num_replicas_in_sync
     steps_per_epoch = max(1, len(task.train_x) // global_batch)
 
+    # Frozen layers 1..n never change: train layers n+1..8 on their cached outputs.
+    frozen = len(frozen_layers(get_treatment(spec.treatment), spec.n))
+    cached = cfg.training.prefix_cache and frozen > 0
     with strategy.scope():
         model = _build(spec, task, base_weights)
+        learner = suffix_model(model, frozen) if cached else model
         optimizer = make_optimizer(recipe, steps_per_epoch)
-        optimizer.build(model.trainable_variables)
+        optimizer.build(learner.trainable_variables)
         checkpoints = EpochCheckpoints(run_dir, model, optimizer, chief)
     history = checkpoints.restore()
     if history and chief:
         print(f"{spec.run_id}: resuming after epoch {len(history)} of {recipe.epochs}")
 
     forward = inference(model)
+    cache_s = 0.0
+    if cached:
+        train_features, val_features, cache_s = _prefix_features(
+            model, frozen, task, recipe, run_dir.parent, label=base_run_id or f"{spec.treatment}-seed{cfg.seed}")
+        forward_learner = inference(learner)
     scale_loss = recipe.precision == "mixed_float16"
 
     def step(images, labels):
         with tf.GradientTape() as tape:
-            logits = model(images, training=True)
+            logits = learner(images, training=True)
             per_example = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
             loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
-            if model.losses:
-                loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
+            if learner.losses:
+                loss += tf.nn.scale_regularization_loss(tf.add_n(learner.losses))
             scaled = optimizer.scale_loss(loss) if scale_loss else loss
-        grads = tape.gradient(scaled, model.trainable_variables)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        grads = tape.gradient(scaled, learner.trainable_variables)
+        optimizer.apply_gradients(zip(grads, learner.trainable_variables))
         correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, 1), labels), tf.float32))
         return tf.reduce_sum(per_example), correct
 
@@ -140,12 +182,23 @@ def train(spec: RunSpec, run_dir: Path, task: TaskData, base_weights: Path | Non
 
     def dataset_fn(epoch):
         def fn(ctx: tf.distribute.InputContext):
+            batch, shard = ctx.get_per_replica_batch_size(global_batch), (ctx.num_input_pipelines, ctx.input_pipeline_id)
+            if cached:
+                return make_feature_dataset(train_features, task.train_y, batch_size=batch, seed=cfg.seed,
+                                            epoch=epoch, shard=shard)
             return make_dataset(task.train_x, task.train_y, input_size=task.spec.input_size,
-                                resize_size=task.spec.resize_size, norm=task.norm,
-                                batch_size=ctx.get_per_replica_batch_size(global_batch), training=True,
+                                resize_size=task.spec.resize_size, norm=task.norm, batch_size=batch, training=True,
                                 seed=cfg.seed, epoch=epoch, pad=recipe.augment.pad, crop=recipe.augment.crop,
-                                flip=recipe.augment.flip, shard=(ctx.num_input_pipelines, ctx.input_pipeline_id))
+                                flip=recipe.augment.flip, shard=shard)
         return strategy.distribute_datasets_from_function(fn)
+
+    def validate() -> dict:
+        if not len(task.val_x):
+            return {}
+        if cached:
+            batches = tf.data.Dataset.from_tensor_slices(val_features).batch(EVAL_BATCH)
+            return scores(np.concatenate([forward_learner(x).numpy() for x in batches]), task.val_y)
+        return evaluate(forward, task.val_x, task.val_y, task)
 
     hparams = {"run_id": spec.run_id, "treatment": spec.treatment, "n": spec.n, "dataset": cfg.dataset.name,
                "arch": cfg.arch.name, "split": task.split.kind, "split_seed": task.split.seed or 0,
@@ -168,14 +221,17 @@ def train(spec: RunSpec, run_dir: Path, task: TaskData, base_weights: Path | Non
             seen = done * global_batch
             bar.update(done, [("loss", totals[0] / seen), ("top1", totals[1] / seen)])
         epoch_s = time.perf_counter() - t0
-        val = evaluate(forward, task.val_x, task.val_y, task) if len(task.val_x) else {}
+        val = validate()
         scalars = {"train_loss": totals[0] / seen, "train_top1": totals[1] / seen, "val_loss": val.get("loss"),
                    "val_top1": val.get("top1"), "lr": float(optimizer.learning_rate),
                    "images_per_s": seen / epoch_s}
         logger.epoch(epoch + 1, {k: v for k, v in scalars.items() if v is not None},
                      model.get_layer("conv1").get_weights()[0])
+        # The prefix cache is read (or built) once per process, before its first epoch.
         history.append({"epoch": epoch + 1, **scalars, "images": seen, "train_s": epoch_s,
-                        "wall_s": time.perf_counter() - t_epoch})
+                        "wall_s": time.perf_counter() - t_epoch + cache_s, "prefix_cache_s": cache_s,
+                        "traces": train_chunk.experimental_get_tracing_count()})
+        cache_s = 0.0
         checkpoints.save(epoch + 1, history)
         if verbose and chief:
             print(f"  val top1 {val.get('top1', float('nan')):.4f}  lr {scalars['lr']:g}  "

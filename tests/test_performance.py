@@ -1,0 +1,182 @@
+"""Speed work that must not change results: frozen-prefix caching, fixed views, no retracing."""
+import json
+import shutil
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import tiny_config
+
+from tfxfer.data.pipeline import (
+    Normalization,
+    fixed_views,
+    make_feature_dataset,
+    preprocess,
+    preprocess_views,
+)
+from tfxfer.data.tasks import load_data, task_data
+from tfxfer.experiments.runner import load_run, run
+from tfxfer.experiments.runspec import RunSpec
+from tfxfer.models import LAYER_NAMES, build_model, get_arch
+from tfxfer.training import prefix_cache
+from tfxfer.training.loop import evaluate, inference, suffix_model
+from tfxfer.treatments import build_treatment
+
+SPEC = get_arch("cifar8", 0.25)
+NORM = Normalization((120.0, 110.0, 100.0), (60.0, 55.0, 50.0))
+N = 3  # the frozen prefix of the runs below: conv1..conv3
+
+
+def test_fixed_views_are_zeiler_fergus_ten_crops():
+    views = fixed_views(input_size=32, resize_size=32, pad=4, crop=True, flip=True)
+    assert len(views) == 10 and views.offsets == ((0, 0), (0, 8), (8, 0), (8, 8), (4, 4))
+    assert len(fixed_views(input_size=32, resize_size=32, pad=0, crop=True, flip=False)) == 1  # no room to move
+    assert fixed_views(input_size=227, resize_size=256).offsets == ((14, 14),)  # evaluation's centre crop
+    images = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    x = preprocess_views(images, views, input_size=32, resize_size=32, norm=NORM).numpy()
+    assert x.shape == (3, 10, 32, 32, 3)
+    for i, image in enumerate(images):
+        # The padded image's centre is the image itself, exactly as evaluation preprocesses it.
+        np.testing.assert_allclose(x[i, 4], preprocess(image, input_size=32, resize_size=32, norm=NORM), atol=1e-6)
+        np.testing.assert_allclose(x[i, 9], x[i, 4, :, ::-1])  # the same view mirrored
+        # The top-left corner shifts the image down and right by the padding, which is black.
+        np.testing.assert_allclose(x[i, 0, 4:, 4:], x[i, 4, :-4, :-4], atol=1e-6)
+        np.testing.assert_allclose(x[i, 0, :4, :, 0], -120.0 / 60.0, atol=1e-6)
+
+
+def test_feature_epochs_draw_one_view_per_image_reproducibly():
+    n_images, n_views = 40, 10
+    # Each row says which (image, view) it is, so the draw can be read back from the batches.
+    features = np.stack(np.meshgrid(np.arange(n_images), np.arange(n_views), indexing="ij"), -1).astype(np.float16)
+    labels = np.arange(n_images)
+
+    def epoch(e, shard=(1, 0)):
+        ds = make_feature_dataset(features, labels, batch_size=4, seed=3, epoch=e, shard=shard)
+        rows = np.concatenate([x.numpy() for x, _ in ds.take(n_images // shard[0] // 4)])
+        ys = np.concatenate([y.numpy() for _, y in ds.take(n_images // shard[0] // 4)])
+        np.testing.assert_array_equal(rows[:, 0], ys)  # labels travel with their image
+        return rows
+
+    first = epoch(0)
+    assert sorted(first[:, 0]) == list(range(n_images))  # every image once per epoch
+    np.testing.assert_array_equal(first, epoch(0))  # same seed and epoch: same order and views
+    second = epoch(1)
+    assert not np.array_equal(first[:, 0], second[:, 0])  # reshuffled
+    views = {int(v) for v in np.concatenate([first[:, 1], second[:, 1], epoch(2)[:, 1]])}
+    assert len(views) >= 8, views  # the views are drawn, not fixed
+    halves = [set(epoch(0, (2, i))[:, 0]) for i in (0, 1)]
+    assert not halves[0] & halves[1] and len(halves[0] | halves[1]) == n_images  # replicas split the images
+
+
+def test_random_prefix_is_the_same_for_every_n():
+    models = {n: build_treatment("random", n, SPEC, 5, seed=4) for n in (2, 5)}
+    for layer in LAYER_NAMES[:2]:
+        for a, b in zip(models[2].get_layer(layer).get_weights(), models[5].get_layer(layer).get_weights()):
+            np.testing.assert_array_equal(a, b)
+    # Re-initialized layers still differ by n.
+    assert not np.array_equal(models[2].get_layer("fc7").get_weights()[0], models[5].get_layer("fc7").get_weights()[0])
+
+
+def test_cached_fc7_outputs_are_dropped_out_in_training():
+    model = build_model(SPEC, 5, dropout=0.5, seed=1)
+    top = suffix_model(model, 7)  # fc7's dropout, then fc8
+    x = np.abs(np.random.default_rng(1).normal(size=(1, 64))).astype(np.float16)
+    inference_out = top(x, training=False).numpy()
+    draws = np.stack([top(x, training=True).numpy() for _ in range(600)])
+    assert np.abs(draws - inference_out).max() > 0.1  # dropout acts on the cached features ...
+    # ... as inverted dropout: on average fc8 (linear) sees what inference sees.
+    np.testing.assert_allclose(draws.mean(0), inference_out, atol=0.2 * np.abs(draws).std())
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """baseB, then BnB at n = 3 with and without the prefix cache, then BnB at n = 4 cached."""
+    tmp = tmp_path_factory.mktemp("perf")
+    recipe = {"epochs": 6}
+    cfg = tiny_config(tmp, recipe=recipe)
+    out = {"base": run(RunSpec("baseB", 0, cfg), verbose=False)}
+    out[True] = run(RunSpec("BnB", N, cfg), verbose=False)
+    out["n4"] = run(RunSpec("BnB", N + 1, cfg), verbose=False)
+    # The same run uncached, elsewhere (its run id is the same), copying the very same base.
+    uncached = tiny_config(tmp / "uncached", recipe=recipe, training={"prefix_cache": False})
+    shutil.copytree(tmp / "runs" / out["base"]["run_id"], Path(uncached.out) / out["base"]["run_id"])
+    out[False] = run(RunSpec("BnB", N, uncached), verbose=False)
+    out["uncached_dir"] = Path(uncached.out)
+    return tmp / "runs", cfg, out
+
+
+def entries(out_dir):
+    return {p.name: json.loads((p / prefix_cache.META_FILE).read_text())
+            for p in prefix_cache.cache_dir(out_dir).iterdir()}
+
+
+def test_cache_entries_are_shared_and_built_from_the_layer_below(runs):
+    out_dir, _, _ = runs
+    built = {(m["layer"], m["images"], len(m["views"]["offsets"]) * (2 if m["views"]["flip"] else 1)): m
+             for m in entries(out_dir).values()}
+    base = next(r for r in out_dir.iterdir() if r.name.startswith("baseB"))
+    # Training views (5 crops, no flips in the tiny recipe) and the validation images' centre view.
+    assert set(built) == {("conv3", 576, 5), ("conv3", 144, 1), ("conv4", 576, 5), ("conv4", 144, 1)}
+    assert {m["label"] for m in built.values()} == {base.name}
+    assert built["conv3", 576, 5]["built_from"] == "images"
+    assert built["conv4", 576, 5]["built_from"] == "conv3"  # BnB4 reused BnB3's entry
+    assert not [p for p in prefix_cache.cache_dir(out_dir).iterdir() if p.name.startswith(".")]  # no scratch left
+
+
+def test_cached_activations_equal_the_live_network(runs):
+    out_dir, cfg, records = runs
+    task = task_data(cfg, *load_data(cfg), task="B")
+    views = fixed_views(input_size=32, resize_size=32, pad=2, crop=True, flip=False)
+    model = load_run(out_dir / records["base"]["run_id"]).model  # BnB3's and BnB4's prefixes are its own
+    for n in (N, N + 1):  # conv4's entry was computed from conv3's float16 entry
+        cached, note = prefix_cache.prefix_outputs(model, n, task.train_x, views, spec=SPEC, norm=task.norm,
+                                                   root=prefix_cache.cache_dir(out_dir))
+        assert note["built_from"] is None  # read back, not recomputed
+        assert isinstance(cached, np.memmap) and cached.dtype == np.float16
+        prefix = keras.Model(model.input, model.get_layer(LAYER_NAMES[n - 1]).output)
+        images = preprocess_views(task.train_x[:64], views, input_size=32, resize_size=32, norm=task.norm)
+        live = prefix(tf.reshape(images, (-1, 32, 32, 3)), training=False).numpy()
+        live = live.reshape(64, len(views), *live.shape[1:])
+        scale = np.abs(live).max()
+        assert scale > 0.1
+        assert np.abs(cached[:64].astype(np.float32) - live).max() <= 2e-3 * scale  # float16 rounding
+
+
+def test_cached_frozen_run_matches_an_uncached_one(runs):
+    out_dir, _, records = runs
+    base = load_run(out_dir / records["base"]["run_id"]).model
+    chance = 1 / len(records["base"]["classes"])
+    for cache in (True, False):
+        model = load_run((out_dir if cache else records["uncached_dir"]) / records[cache]["run_id"]).model
+        for layer in LAYER_NAMES[:N]:  # the frozen prefix is exactly the base's
+            for a, b in zip(model.get_layer(layer).get_weights(), base.get_layer(layer).get_weights()):
+                np.testing.assert_array_equal(a, b)
+        for layer in LAYER_NAMES[N:]:
+            assert not np.array_equal(model.get_layer(layer).get_weights()[0], base.get_layer(layer).get_weights()[0])
+        assert records[cache]["top1"] > 2 * chance, (cache, records[cache]["top1"])
+    assert records[True]["run_id"] == records[False]["run_id"]  # the cache is how, not what, a run computes
+    # Same seed, same recipe: within the noise of a 240-image test set and of the augmentation draw.
+    assert abs(records[True]["top1"] - records[False]["top1"]) < 0.1, (records[True]["top1"], records[False]["top1"])
+
+
+def test_validation_on_cached_features_is_the_full_network_s(runs):
+    out_dir, cfg, records = runs
+    finished = load_run(out_dir / records[True]["run_id"])
+    task = task_data(cfg, *load_data(cfg), task="B")
+    history = json.loads((finished.run_dir / "history.json").read_text())
+    full = evaluate(inference(finished.model), task.val_x, task.val_y, task)
+    # At most one borderline image may flip under the cache's float16 rounding.
+    assert abs(full["top1"] - history[-1]["val_top1"]) <= 1 / len(task.val_y) + 1e-9
+
+
+def test_train_function_is_traced_once_over_all_epochs(runs):
+    out_dir, _, records = runs
+    for key in (True, False, "base"):
+        run_dir = (records["uncached_dir"] if key is False else out_dir) / records[key]["run_id"]
+        history = json.loads((run_dir / "history.json").read_text())
+        assert len(history) == 6
+        assert [h["traces"] for h in history] == [1] * 6, (key, history)
+    cached = json.loads((out_dir / records[True]["run_id"] / "history.json").read_text())
+    assert cached[0]["prefix_cache_s"] > 0 and all(h["prefix_cache_s"] == 0 for h in cached[1:])
