@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import json
 import threading
+import time
 from pathlib import Path
 
 import grpc
@@ -99,7 +100,7 @@ class RecipeTuner(kt.engine.base_tuner.BaseTuner):
     def pre_create_trial(self):
         # A worker told to wait (IDLE) asks again after a pause, not in a tight loop.
         if self._asked:
-            threading.Event().wait(POLL_S)
+            time.sleep(POLL_S)
         self._asked = True
 
     def on_trial_begin(self, trial):
@@ -124,7 +125,8 @@ class RecipeTuner(kt.engine.base_tuner.BaseTuner):
 
     def on_trial_end(self, trial):
         if trial.status in (TrialStatus.INVALID, TrialStatus.FAILED):
-            print(f"tuner {self.tuner_id} trial {trial.trial_id} failed: {(trial.message or '').strip().splitlines()[-1:]}")
+            last = (trial.message or "").strip().splitlines()[-1:] or ["no message"]
+            print(f"tuner {self.tuner_id} trial {trial.trial_id} failed: {last[0]}")
         super().on_trial_end(trial)
 
     def write_hparams_config(self) -> None:
