@@ -11,6 +11,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -124,3 +125,35 @@ def training_flops(spec, num_classes: int, frozen: int = 0) -> float:
     fwd = list(forward_flops(spec, num_classes).values())
     total = sum(fwd) + sum(fwd[frozen:]) + sum(fwd[frozen + 1:])
     return float(total)
+
+
+def named_config(name: str, overrides: dict | None = None):
+    """A config of configs/ (e.g. cifar10: real CIFAR-10, two 5-class tasks) with dotted-key
+    overrides, loaded from the repository root, which its relative data paths start from."""
+    from tfxfer.config import load_config
+
+    os.chdir(REPO)
+    return load_config(name, overrides)
+
+
+def train_timed(treatment: str, n: int, cfg, task, out: Path, base: Path | None = None) -> dict:
+    """One run of tfxfer's trainer in a fresh directory under `out` (runs there share its prefix
+    cache), timed: whole call, and per epoch from its history (the first epoch, which traces the
+    step function and builds any prefix cache entry, apart from the steady ones after it)."""
+    from tfxfer.experiments.runspec import RunSpec
+    from tfxfer.training.loop import WEIGHTS_FILE, train
+
+    spec = RunSpec(treatment, n, cfg)
+    run_dir = Path(tempfile.mkdtemp(dir=out, prefix=f"{spec.run_id}."))
+    t0 = time.perf_counter()
+    record = train(spec, run_dir, task, base_weights=base / WEIGHTS_FILE if base else None,
+                   base_run_id=base.name if base else None, verbose=False)
+    wall = time.perf_counter() - t0
+    history = json.loads((run_dir / "history.json").read_text())
+    steady = history[1:] or history
+    return {"treatment": treatment, "n": n, "precision": cfg.recipe.precision,
+            "prefix_cache": cfg.training.prefix_cache and not (treatment.startswith("base") or treatment.endswith("+")),
+            "run_dir": str(run_dir), "wall_s": wall, "epochs": len(history), "images_per_epoch": history[0]["images"],
+            "first_epoch_wall_s": history[0]["wall_s"], "prefix_cache_s": history[0].get("prefix_cache_s", 0.0),
+            "epoch_wall_s": median(h["wall_s"] for h in steady), "epoch_train_s": median(h["train_s"] for h in steady),
+            "top1": record["top1"], "best_val_top1": record["best_val_top1"], "history": history}

@@ -7,15 +7,10 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import tiny_config
 
-from tfxfer.data.pipeline import (
-    Normalization,
-    fixed_views,
-    make_feature_dataset,
-    preprocess,
-    preprocess_views,
-)
+from conftest import tiny_config
+from tfxfer.data.pipeline import (Normalization, Views, fixed_views, make_dataset, make_feature_dataset, preprocess,
+                                  preprocess_views)
 from tfxfer.data.tasks import load_data, task_data
 from tfxfer.experiments.runner import load_run, run
 from tfxfer.experiments.runspec import RunSpec
@@ -44,6 +39,32 @@ def test_fixed_views_are_zeiler_fergus_ten_crops():
         # The top-left corner shifts the image down and right by the padding, which is black.
         np.testing.assert_allclose(x[i, 0, 4:, 4:], x[i, 4, :-4, :-4], atol=1e-6)
         np.testing.assert_allclose(x[i, 0, :4, :, 0], -120.0 / 60.0, atol=1e-6)
+
+
+def test_training_batches_are_seeded_crops_and_flips_of_each_image():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (24, 32, 32, 3), dtype=np.uint8)
+    labels = np.arange(24)
+    # Every crop and flip training may draw with pad 2: 5 x 5 offsets, mirrored or not.
+    every = preprocess_views(images, Views(2, tuple((t, s) for t in range(5) for s in range(5)), True),
+                             input_size=32, resize_size=32, norm=NORM).numpy()
+
+    def epoch(e, batch_size=8):
+        ds = make_dataset(images, labels, input_size=32, resize_size=32, norm=NORM, batch_size=batch_size,
+                          training=True, seed=5, epoch=e, pad=2, crop=True, flip=True)
+        batches = list(ds.take(24 // batch_size))
+        return np.concatenate([x.numpy() for x, _ in batches]), np.concatenate([y.numpy() for _, y in batches])
+
+    x, y = epoch(0)
+    assert sorted(y) == list(range(24))
+    drawn = [int(np.argmin(np.abs(every[label] - crop).max(axis=(1, 2, 3)))) for crop, label in zip(x, y)]
+    for crop, label, k in zip(x, y, drawn):
+        np.testing.assert_array_equal(crop, every[label, k])  # exactly one of the possible crops
+    assert len(set(drawn)) > 10  # and they vary
+    again, y_again = epoch(0, batch_size=4)  # the same draws whatever the batch size
+    np.testing.assert_array_equal(again, x)
+    np.testing.assert_array_equal(y_again, y)
+    assert not np.array_equal(epoch(1)[1], y)  # a new epoch, a new order
 
 
 def test_feature_epochs_draw_one_view_per_image_reproducibly():

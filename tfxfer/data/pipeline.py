@@ -1,8 +1,7 @@
 """The tf.data input pipeline: resize, seeded random crop and flip, per-channel standardization.
 
-Every random choice is a stateless op seeded by (run seed, epoch, element index), so the same seed
-gives the same data order and augmentation in every run, on any number of replicas and after a
-resume, and the parallel map stays deterministic.
+Every random choice is drawn per (run seed, epoch, image), so the same seed gives the same data
+order and augmentation in every run and after a resume, and the parallel map stays deterministic.
 """
 from __future__ import annotations
 
@@ -36,23 +35,36 @@ class Normalization:
         object.__setattr__(self, "std", tuple(self.std))
 
 
-def preprocess(image, *, input_size: int, resize_size: int, norm: Normalization, training: bool = False,
-               pad: int = 0, crop: bool = False, flip: bool = False, seed=None):
-    """One uint8 image [H, W, 3] → float32 [input_size, input_size, 3], as in training and serving."""
-    x = tf.cast(image, tf.float32)
-    if x.shape[0] != resize_size or x.shape[1] != resize_size:
-        x = tf.image.resize(x, (resize_size, resize_size))
-    if training and crop:
-        if pad:
-            x = tf.pad(x, [[pad, pad], [pad, pad], [0, 0]], constant_values=0.0)
-        x = tf.image.stateless_random_crop(x, (input_size, input_size, 3), seed=seed)
-    elif resize_size != input_size:
-        offset = (resize_size - input_size) // 2
-        x = x[offset:offset + input_size, offset:offset + input_size]
-    if training and flip:
-        x = tf.image.stateless_random_flip_left_right(x, seed=seed[::-1])
-    # Zero padding added above is black before normalization, as Caffe's padding is.
-    return (x - tf.constant(norm.mean, tf.float32)) / tf.constant(norm.std, tf.float32)
+def crops(images, tops, lefts, flips, *, input_size: int, resize_size: int, norm: Normalization, pad: int = 0):
+    """uint8 images [B, H, W, 3] → float32 [B, input_size, input_size, 3]: each resized to
+    resize_size, zero padded by `pad`, cropped at (tops[i], lefts[i]) of that, mirrored where
+    flips[i], and standardized per channel. Every crop tfxfer makes (training, evaluation,
+    serving, the prefix cache's views) is made here, so they agree exactly."""
+    x = images
+    if x.shape[1] != resize_size or x.shape[2] != resize_size:
+        x = tf.image.resize(tf.cast(x, tf.float32), (resize_size, resize_size))
+    if pad:
+        # Black before standardization, as Caffe's padding is.
+        x = tf.pad(x, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
+    # Two gathers make every image's crop and flip at once, still in uint8 where the data is.
+    span = tf.range(input_size)
+    x = tf.gather(x, tf.cast(tops, tf.int32)[:, None] + span, axis=1, batch_dims=1)
+    cols = tf.where(tf.cast(flips, tf.bool)[:, None], input_size - 1 - span, span)
+    x = tf.gather(x, tf.cast(lefts, tf.int32)[:, None] + cols, axis=2, batch_dims=1)
+    scale = 1.0 / np.asarray(norm.std, np.float32)
+    return tf.cast(x, tf.float32) * scale - np.asarray(norm.mean, np.float32) * scale
+
+
+def centre_crops(images, *, input_size: int, resize_size: int, norm: Normalization):
+    """A batch as evaluation and serving see it: resized, centre crop, standardized."""
+    b = tf.shape(images)[0]
+    c = tf.fill([b], (resize_size - input_size) // 2)
+    return crops(images, c, c, tf.zeros([b], tf.bool), input_size=input_size, resize_size=resize_size, norm=norm)
+
+
+def preprocess(image, *, input_size: int, resize_size: int, norm: Normalization):
+    """One uint8 image [H, W, 3] → float32 [input_size, input_size, 3], as in evaluation and serving."""
+    return centre_crops(image[None], input_size=input_size, resize_size=resize_size, norm=norm)[0]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,43 +97,42 @@ def fixed_views(*, input_size: int, resize_size: int, pad: int = 0, crop: bool =
 
 def preprocess_views(images, views: Views, *, input_size: int, resize_size: int, norm: Normalization):
     """A batch of uint8 images [B, H, W, 3] → float32 [B, len(views), input_size, input_size, 3],
-    each view made exactly as `preprocess` makes a training crop (resize, pad, crop, flip, standardize)."""
-    x = tf.cast(images, tf.float32)
-    if x.shape[1] != resize_size or x.shape[2] != resize_size:
-        x = tf.image.resize(x, (resize_size, resize_size))
-    if views.pad:
-        x = tf.pad(x, [[0, 0], [views.pad, views.pad], [views.pad, views.pad], [0, 0]], constant_values=0.0)
-    crops = [x[:, top:top + input_size, left:left + input_size] for top, left in views.offsets]
-    if views.flip:
-        crops += [tf.reverse(c, axis=[2]) for c in crops]
-    x = tf.stack(crops, axis=1)
-    return (x - tf.constant(norm.mean, tf.float32)) / tf.constant(norm.std, tf.float32)
+    each view the very crop training would make at that offset and flip."""
+    b = tf.shape(images)[0]
+    out = [crops(images, tf.fill([b], top), tf.fill([b], left), tf.fill([b], flip), input_size=input_size,
+                 resize_size=resize_size, norm=norm, pad=views.pad)
+           for flip in ((False, True) if views.flip else (False,)) for top, left in views.offsets]
+    return tf.stack(out, axis=1)
 
 
 def make_dataset(x: np.ndarray, y: np.ndarray, *, input_size: int, resize_size: int, norm: Normalization,
                  batch_size: int, training: bool, seed: int = 0, epoch: int = 0, pad: int = 0,
                  crop: bool = False, flip: bool = False, shard: tuple[int, int] = (1, 0)) -> tf.data.Dataset:
-    """Batches of (image, label). Training: shuffled by (seed, epoch), augmented, repeated, full batches."""
-    ds = tf.data.Dataset.from_tensor_slices((x, y))
-    if shard[0] > 1:
-        ds = ds.shard(*shard)
-    if training:
-        epoch_seed = int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0] & 0x7FFFFFFF)
-        ds = ds.shuffle(len(x), seed=epoch_seed, reshuffle_each_iteration=False).enumerate()
+    """Batches of (image, label). Training: shuffled by (seed, epoch), augmented, repeated, full batches.
 
-        def train_map(i, xy):
-            img, label = xy
-            s = tf.stack([tf.constant(epoch_seed, tf.int64), i])
-            return preprocess(img, input_size=input_size, resize_size=resize_size, norm=norm, training=True,
-                              pad=pad, crop=crop, flip=flip, seed=s), label
+    Images are batched first and cropped a batch at a time (no per-image function calls). Each
+    image's crop offset and flip are drawn per (seed, epoch, image) before shuffling, so they do not
+    depend on the batch size or the number of replicas."""
+    size = {"input_size": input_size, "resize_size": resize_size, "norm": norm}
+    if not training:
+        ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
+        return ds.map(lambda images, labels: (centre_crops(images, **size), labels),
+                      num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(len(x))[shard[1]::shard[0]]
+    room = resize_size + 2 * pad - input_size if crop else 0
+    centre = (resize_size - input_size) // 2
+    tops, lefts = rng.integers(0, room + 1, size=(2, len(x))) if crop else np.full((2, len(x)), centre)
+    flips = rng.random(len(x)) < 0.5 if flip else np.zeros(len(x), bool)
+    ds = tf.data.Dataset.from_tensor_slices((x[order], y[order], tops[order], lefts[order], flips[order]))
 
-        # repeat() so every replica can always draw a full batch; the trainer counts steps per epoch.
-        ds = ds.map(train_map, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).repeat()
-    else:
-        ds = ds.map(lambda img, label: (preprocess(img, input_size=input_size, resize_size=resize_size,
-                                                   norm=norm), label),
-                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.batch(batch_size, drop_remainder=training).prefetch(tf.data.AUTOTUNE)
+    def augment(images, labels, top, left, mirror):
+        return crops(images, top, left, mirror, **size, pad=pad if crop else 0), labels
+
+    ds = ds.batch(batch_size, drop_remainder=True).map(augment, num_parallel_calls=tf.data.AUTOTUNE,
+                                                       deterministic=True)
+    # repeat() so every replica can always draw a full batch; the trainer counts steps per epoch.
+    return ds.repeat().prefetch(tf.data.AUTOTUNE)
 
 
 def make_feature_dataset(features: np.ndarray, y: np.ndarray, *, batch_size: int, seed: int = 0, epoch: int = 0,

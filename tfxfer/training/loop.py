@@ -204,7 +204,8 @@ def train(spec: RunSpec, run_dir: Path, task: TaskData, base_weights: Path | Non
                "arch": cfg.arch.name, "split": task.split.kind, "split_seed": task.split.seed or 0,
                "seed": cfg.seed, "lr": recipe.lr, "batch_size": recipe.batch_size, "precision": recipe.precision}
     logger = RunLogger(run_dir / "tb", hparams if not history else None, enabled=chief)
-    chunk = max(1, min(steps_per_epoch, 10))
+    # Steps run in chunks inside one traced call; the progress bar, when shown, updates between them.
+    chunk = min(steps_per_epoch, 10) if verbose and chief else steps_per_epoch
     for epoch in range(len(history), recipe.epochs):
         if recipe.early_stopping_patience and _stalled(history, recipe.early_stopping_patience):
             break
