@@ -247,6 +247,10 @@ def test_every_command_writes_a_png_and_logs_it_to_tensorboard(trained, tmp_path
         assert str(png) in out.splitlines()
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
     assert (tmp_path / "deconv_conv4.png").stat().st_size > 5000
+    # Another dataset's test images, a seeded subset of them.
+    code, out, err = tfxfer(capsys, "visualize", "deconv", run_dir, "--layer", "conv2", "--maps", 2, "--top", 3,
+                            "--dataset", f"folder:{data}", "--max-images", 12, "--out", tmp_path / "other")
+    assert code == 0 and (tmp_path / "other" / "deconv_conv2.png").stat().st_size > 5000, err
     events = EventAccumulator(str(run_dir / "tb"), size_guidance={TENSORS: 0})
     events.Reload()
     tags = set(events.Tags()["tensors"])  # TF2 writes images as tensor summaries
@@ -255,7 +259,7 @@ def test_every_command_writes_a_png_and_logs_it_to_tensorboard(trained, tmp_path
 
 
 @pytest.mark.parametrize("case", ["missing image", "unreadable image", "unknown layer", "fc layer",
-                                  "not a run", "bad size", "unknown label"])
+                                  "not a run", "bad size", "unknown label", "data path alone"])
 def test_bad_inputs_are_one_line_errors_and_write_nothing(trained, tmp_path, capsys, case):
     run_dir, data = trained
     image = data / "test" / "red" / "000.png"
@@ -270,6 +274,7 @@ def test_bad_inputs_are_one_line_errors_and_write_nothing(trained, tmp_path, cap
         "not a run": (["filters", tmp_path], "result.json"),
         "bad size": (["occlusion", run_dir, image, "--size", 0], "size 0"),
         "unknown label": (["occlusion", run_dir, image, "--label", "zebra"], "zebra"),
+        "data path alone": (["deconv", run_dir, "--data-path", tmp_path], "--dataset"),
     }[case]
     code, _, err = tfxfer(capsys, "visualize", *args, "--out", out)
     assert code == 2

@@ -27,7 +27,7 @@ from tfxfer.errors import UserError
 from tfxfer.visualize.figures import new_figure, publish, save_figure, tile
 from tfxfer.visualize.inputs import (
     CONV_LAYERS,
-    check_layer,
+    check_conv_layer,
     check_positive,
     display_images,
     load_float32_run,
@@ -56,7 +56,6 @@ class Trace:
     """What the forward pass through one conv block recorded for the way down."""
 
     block: object  # the ConvBlock
-    input_shape: tuple  # the block's input
     conv_input_shape: tuple  # after the block's zero padding
     conv_output_shape: tuple
     switches: tf.Tensor | None  # None: the block does not pool
@@ -65,12 +64,11 @@ class Trace:
 
 def forward(model, x, layer: str) -> tuple[tf.Tensor, list[Trace]]:
     """The output of conv block `layer` for inputs x, computed block by block with its switches."""
-    check_layer(layer, CONV_LAYERS)
+    check_conv_layer(layer)
     x = tf.convert_to_tensor(x, tf.float32)
     traces = []
     for name in CONV_LAYERS[:CONV_LAYERS.index(layer) + 1]:
         block = model.get_layer(name)
-        input_shape = tuple(x.shape)
         if block.pad is not None:
             x = block.pad(x)
         conv_input_shape = tuple(x.shape)
@@ -81,7 +79,7 @@ def forward(model, x, layer: str) -> tuple[tf.Tensor, list[Trace]]:
             x, switches = max_pool_with_switches(x, block.pool)
         if block.norm is not None:
             x = block.norm(x)
-        traces.append(Trace(block, input_shape, conv_input_shape, conv_output_shape, switches, tuple(x.shape)))
+        traces.append(Trace(block, conv_input_shape, conv_output_shape, switches, tuple(x.shape)))
     return x, traces
 
 
@@ -163,7 +161,7 @@ class TopActivations:
 
 def top_activations(model, dataset: tf.data.Dataset, layer: str, maps, k: int) -> TopActivations:
     """Search batches of network inputs (`dataset`) for the top-k activations of each of `maps`."""
-    check_layer(layer, CONV_LAYERS)
+    check_conv_layer(layer)
     features = keras.Model(model.input, model.get_layer(layer).output)
     maps = np.asarray(maps)
 
@@ -256,10 +254,12 @@ def draw_deconv(run_dir: str | Path, layers, maps: int = 16, top: int = 9, datas
     """One Fig. 2 per layer, <out>/deconv_<layer>.png: a seeded random subset of `maps` feature
     maps, the `top` strongest activations of each over the dataset's images."""
     for layer in layers:
-        check_layer(layer, CONV_LAYERS)
+        check_conv_layer(layer)
     check_positive(maps=maps, top=top, batch_size=batch_size)
     if max_images is not None:
         check_positive(max_images=max_images)
+    if data_path is not None and dataset is None:
+        raise UserError(f"data path {data_path!r} needs a dataset to read it as; allowed: --data-path with --dataset")
     run = load_float32_run(run_dir)
     images, source = dataset_images(run, dataset, data_path, max_images, seed)
     if len(images) == 0:

@@ -31,9 +31,10 @@ def load_float32_run(run_dir: str | Path) -> FinishedRun:
     return dataclasses.replace(run, model=model)
 
 
-def check_layer(layer: str, allowed=LAYER_NAMES) -> str:
-    if layer not in allowed:
-        raise UserError(f"layer {layer!r} is unknown; allowed: {', '.join(allowed)}")
+def check_conv_layer(layer: str) -> str:
+    if layer not in CONV_LAYERS:
+        what = "has no feature maps" if layer in LAYER_NAMES else "is unknown"
+        raise UserError(f"layer {layer!r} {what}; allowed: {', '.join(CONV_LAYERS)}")
     return layer
 
 
