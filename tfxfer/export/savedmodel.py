@@ -3,7 +3,7 @@
 Signatures (tag `serve`):
 - `serving_default`: `images` (a batch of encoded JPEG/PNG/GIF/BMP bytes) → one output per layer;
   images are decoded, resized, cropped and standardized in the graph by the same functions the
-  training and evaluation pipeline uses (`decode_image`, `preprocess`).
+  training and evaluation pipeline uses (`decode_image`, `centre_crops`).
 - `features_from_pixels` / `features_from_pixels_uint8`: `pixels` [batch, H, W, 3] in 0..255
   pixel units, float32 or uint8 → the same outputs.
 - `classify` (when the run recorded its class names): `images` → `probabilities` [batch, C] and
@@ -16,7 +16,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from tfxfer.data.pipeline import preprocess
+from tfxfer.data.pipeline import centre_crops, preprocess
 from tfxfer.data.sources import decode_image
 from tfxfer.errors import UserError
 from tfxfer.experiments.runner import FinishedRun
@@ -58,14 +58,15 @@ def build_archive(finished: FinishedRun, layers: list[str], conv: str = "avg",
     spec, norm = finished.spec, finished.norm
     features = feature_model(finished, layers, conv)
 
-    def to_inputs(batch, encoded: bool):
-        # One image at a time, as the evaluation pipeline maps preprocess over a dataset.
-        def one(item):
-            return preprocess(decode_image(item) if encoded else item, input_size=spec.input_size,
-                              resize_size=spec.resize_size, norm=norm)
+    size = {"input_size": spec.input_size, "resize_size": spec.resize_size, "norm": norm}
 
-        return tf.map_fn(one, batch, fn_output_signature=tf.TensorSpec((spec.input_size, spec.input_size, 3),
-                                                                       tf.float32))
+    def to_inputs(batch, encoded: bool):
+        # The evaluation pipeline's own crop: pixel batches at once; encoded images one at a time,
+        # since each may decode to a different size.
+        if not encoded:
+            return centre_crops(batch, **size)
+        return tf.map_fn(lambda data: preprocess(decode_image(data), **size), batch,
+                         fn_output_signature=tf.TensorSpec((spec.input_size, spec.input_size, 3), tf.float32))
 
     archive = keras.export.ExportArchive()
     archive.track(features)
