@@ -157,3 +157,14 @@ def train_timed(treatment: str, n: int, cfg, task, out: Path, base: Path | None 
             "first_epoch_wall_s": history[0]["wall_s"], "prefix_cache_s": history[0].get("prefix_cache_s", 0.0),
             "epoch_wall_s": median(h["wall_s"] for h in steady), "epoch_train_s": median(h["train_s"] for h in steady),
             "top1": record["top1"], "best_val_top1": record["best_val_top1"], "history": history}
+
+
+def paired_accuracy(a: dict, b: dict) -> dict:
+    """top-1 differences b - a over the runs both have: mean with a 95 % CI, mean |diff|."""
+    import numpy as np
+    from scipy import stats
+
+    d = np.array([b[k]["top1"] - a[k]["top1"] for k in a if k in b])
+    half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
+    return {"runs": len(d), "mean_diff": float(d.mean()), "ci95": [float(d.mean() - half), float(d.mean() + half)],
+            "mean_abs_diff": float(np.abs(d).mean()), "max_abs_diff": float(np.abs(d).max())}

@@ -73,7 +73,8 @@ def main():
         [r for r in runs if r["treatment"] == name and r["n"] == 5 and not r["prefix_cache"]],
         [r for r in runs if r["treatment"] == name and r["n"] == 5 and r["prefix_cache"]])] for name in ("AnB", "BnB")}
     n5 = bench.median(table[f"{name}5"]["speedup"] for name in ("AnB", "BnB")) if 5 in ns else None
-    payload = {"setup": {"config": f"configs/{args.config}.yaml", "precision": args.precision, "epochs": args.epochs,
+    by_run = {c: {f"{r['treatment']}{r['n']}": r for r in runs if r["prefix_cache"] == c} for c in (False, True)}
+    payload = {"top1_cached_minus_uncached": bench.paired_accuracy(by_run[False], by_run[True]), "setup": {"config": f"configs/{args.config}.yaml", "precision": args.precision, "epochs": args.epochs,
                          "images_per_epoch": base["B"]["images_per_epoch"], "repeats_at_n5": args.repeats},
                "baseB_epoch_s": base_epoch, "baseA_epoch_s": base["A"]["epoch_wall_s"], "treatments": table,
                "n5_pairwise_speedups": pairs, "runs": runs,

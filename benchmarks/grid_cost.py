@@ -29,7 +29,6 @@ import time
 from pathlib import Path
 
 import _common as bench
-import numpy as np
 
 MODES = {"naive": {"recipe.precision": "float32", "training.prefix_cache": False},
          "optimized": {"recipe.precision": "mixed_bfloat16", "training.prefix_cache": True}}
@@ -71,16 +70,6 @@ def by_treatment(runs: dict, cost) -> dict:
     return out
 
 
-def paired_accuracy(a: dict, b: dict) -> dict:
-    """top-1 differences b − a over the runs both have: mean with a 95 % CI, mean |diff|."""
-    from scipy import stats
-
-    d = np.array([b[k]["top1"] - a[k]["top1"] for k in a if k in b])
-    half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
-    return {"runs": len(d), "mean_diff": float(d.mean()), "ci95": [float(d.mean() - half), float(d.mean() + half)],
-            "mean_abs_diff": float(np.abs(d).mean()), "max_abs_diff": float(np.abs(d).max())}
-
-
 def run_quickstart() -> dict:
     result = {}
     with tempfile.TemporaryDirectory(prefix="grid_cost.") as tmp:
@@ -98,7 +87,7 @@ def run_quickstart() -> dict:
     result["naive_in_full_wall_s"] = naive_full * scale
     result["ratio_vs_naive"] = result["optimized"]["wall_s"] / result["naive_in_full_wall_s"]
     result["ratio_vs_before"] = result["optimized"]["wall_s"] / result["naive"]["wall_s"]
-    result["accuracy_optimized_minus_naive"] = paired_accuracy(naive, opt)
+    result["accuracy_optimized_minus_naive"] = bench.paired_accuracy(naive, opt)
     return result
 
 
@@ -118,22 +107,22 @@ def run_cifar(epochs: int) -> dict:
     tasks = {(t, s): task_data(cfgs["naive"][epochs], *loaded, task=t, source=s)
              for t, s in (("A", None), ("B", None), ("B", "A"))}
     measured: dict[str, dict] = {mode: {} for mode in MODES}
+    # The two modes alternate run by run, so that load from other jobs falls on both alike.
+    kinds = [("baseA", 0, full_epochs), ("baseB", 0, full_epochs), ("BnB+", 4, epochs),
+             *[(name, n, epochs) for n in range(1, 8) for name in ("AnB", "BnB")]]
     with tempfile.TemporaryDirectory(prefix="grid_cost_cifar.") as tmp:
-        for mode in MODES:
-            out = Path(tmp) / mode
-            out.mkdir()
-            m = measured[mode]
-            for t in "AB":
-                m[f"base{t}"] = bench.train_timed(f"base{t}", 0, cfgs[mode][full_epochs], tasks[t, None], out)
-                bench.say(f"cifar {mode} base{t}: {m[f'base{t}']['wall_s']:.0f} s, top1 {m[f'base{t}']['top1']:.3f}")
-            base = {s: Path(m[f"base{s}"]["run_dir"]) for s in "AB"}
-            m["BnB+4"] = bench.train_timed("BnB+", 4, cfgs[mode][epochs], tasks["B", None], out, base=base["B"])
-            for n in range(1, 8):
-                for name, src in (("AnB", "A"), ("BnB", "B")):
-                    m[f"{name}{n}"] = bench.train_timed(name, n, cfgs[mode][epochs], tasks["B", "A" if src == "A" else None],
-                                                        out, base=base[src])
-                    bench.say(f"cifar {mode} {name}{n}: {m[f'{name}{n}']['epoch_wall_s']:.2f} s/epoch, cache "
-                              f"{m[f'{name}{n}']['prefix_cache_s']:.1f} s")
+        for treatment, n, e in kinds:
+            for mode in MODES:
+                out = Path(tmp) / mode
+                out.mkdir(exist_ok=True)
+                m = measured[mode]
+                src = "A" if treatment == "AnB" else "B"
+                task = tasks[("A", None) if treatment == "baseA" else ("B", "A") if treatment == "AnB" else ("B", None)]
+                base = Path(m[f"base{src}"]["run_dir"]) if n else None
+                key = f"{treatment}{n or ''}"
+                m[key] = r = bench.train_timed(treatment, n, cfgs[mode][e], task, out, base=base)
+                bench.say(f"cifar {mode:9s} {key:6s}: {r['wall_s']:6.1f} s, {r['epoch_wall_s']:5.2f} s/epoch, "
+                          f"cache {r['prefix_cache_s']:5.1f} s, top1 {r['top1']:.3f}")
     costs = {}
     for mode, m in measured.items():
         c = {"baseA": m["baseA"]["wall_s"], "baseB": m["baseB"]["wall_s"]}
@@ -150,6 +139,7 @@ def run_cifar(epochs: int) -> dict:
             "ratio_vs_naive": total["optimized"] / sum(naive_in_full.values()),
             "ratio_vs_before": total["optimized"] / total["naive"],
             "base_top1": {mode: {t: measured[mode][f"base{t}"]["top1"] for t in "AB"} for mode in MODES},
+            "top1_optimized_minus_naive": bench.paired_accuracy(measured["naive"], measured["optimized"]),
             "measured": measured, "measured_epochs": epochs, "full_epochs": full_epochs}
 
 

@@ -65,6 +65,9 @@ def test_training_batches_are_seeded_crops_and_flips_of_each_image():
     np.testing.assert_array_equal(again, x)
     np.testing.assert_array_equal(y_again, y)
     assert not np.array_equal(epoch(1)[1], y)  # a new epoch, a new order
+    few = make_dataset(images[:3], labels[:3], input_size=32, resize_size=32, norm=NORM, batch_size=4,
+                       training=True, pad=2, crop=True, flip=True)
+    assert next(iter(few))[0].shape == (4, 32, 32, 3)  # fewer images than a batch still make one
 
 
 def test_feature_epochs_draw_one_view_per_image_reproducibly():

@@ -119,20 +119,34 @@ def make_dataset(x: np.ndarray, y: np.ndarray, *, input_size: int, resize_size: 
         return ds.map(lambda images, labels: (centre_crops(images, **size), labels),
                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
     rng = np.random.default_rng([seed, epoch])
-    order = rng.permutation(len(x))[shard[1]::shard[0]]
+    order = rng.permutation(len(x))
     room = resize_size + 2 * pad - input_size if crop else 0
     centre = (resize_size - input_size) // 2
     tops, lefts = rng.integers(0, room + 1, size=(2, len(x))) if crop else np.full((2, len(x)), centre)
     flips = rng.random(len(x)) < 0.5 if flip else np.zeros(len(x), bool)
-    ds = tf.data.Dataset.from_tensor_slices((x[order], y[order], tops[order], lefts[order], flips[order]))
+    rows = _batch_rows(order[shard[1]::shard[0]], batch_size)
+    ds = tf.data.Dataset.from_tensor_slices(
+        tuple(_batched(a[rows], batch_size) for a in (x, y, tops, lefts, flips)))
 
     def augment(images, labels, top, left, mirror):
         return crops(images, top, left, mirror, **size, pad=pad if crop else 0), labels
 
-    ds = ds.batch(batch_size, drop_remainder=True).map(augment, num_parallel_calls=tf.data.AUTOTUNE,
-                                                       deterministic=True)
+    ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     # repeat() so every replica can always draw a full batch; the trainer counts steps per epoch.
     return ds.repeat().prefetch(tf.data.AUTOTUNE)
+
+
+def _batch_rows(rows: np.ndarray, batch_size: int) -> np.ndarray:
+    """The rows that fill whole batches: the first k * batch_size (wrapping round when there are
+    fewer than one batch); the rest of an epoch is dropped, as batch(drop_remainder=True) does."""
+    k = max(1, len(rows) // batch_size)
+    return rows[np.arange(k * batch_size) % len(rows)]
+
+
+def _batched(a: np.ndarray, batch_size: int) -> np.ndarray:
+    # Whole batches as one array [k, batch_size, ...]: tf.data then slices batches, never single
+    # images, so nothing runs per image.
+    return a.reshape(-1, batch_size, *a.shape[1:])
 
 
 def make_feature_dataset(features: np.ndarray, y: np.ndarray, *, batch_size: int, seed: int = 0, epoch: int = 0,
@@ -146,6 +160,7 @@ def make_feature_dataset(features: np.ndarray, y: np.ndarray, *, batch_size: int
     rng = np.random.default_rng([seed, epoch])
     order = rng.permutation(len(y))
     view = rng.integers(features.shape[1], size=len(y))  # image i's view this epoch
-    rows = order[shard[1]::shard[0]]
-    ds = tf.data.Dataset.from_tensor_slices((features[rows, view[rows]], y[rows]))
-    return ds.repeat().batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    rows = _batch_rows(order[shard[1]::shard[0]], batch_size)
+    ds = tf.data.Dataset.from_tensor_slices((_batched(features[rows, view[rows]], batch_size),
+                                             _batched(y[rows], batch_size)))
+    return ds.repeat().prefetch(tf.data.AUTOTUNE)
