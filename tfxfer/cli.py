@@ -334,6 +334,70 @@ def features(images, dataset, data_path, data_dir, part, per_class, server, mode
     click.echo(f"wrote {path}: {shapes}")
 
 
+@cli.command()
+@click.argument("run_dir")
+@click.option("--dataset", help="Target: A or B (a task of the run's split; default: the task it was not trained "
+                                "on), or a dataset: synthetic, cifar10, cifar100, tfds:NAME or folder:PATH.")
+@click.option("--data-path", help="A local copy of --dataset (cifar10/cifar100).")
+@click.option("--data-dir", help="TFDS data_dir, for tfds:NAME datasets.")
+@click.option("--layers", help="Comma-separated layers to probe (default: conv1..fc7).")
+@click.option("--classifier", "classifiers", default="softmax,svm", show_default=True,
+              help="softmax (multinomial logistic regression) and/or svm (linear SVM).")
+@click.option("--per-class", default="5,10,30", show_default=True, help="Training images per class, k.")
+@click.option("--folds", type=int, default=5, show_default=True, help="Random draws of the k images (seeds SEED+i).")
+@click.option("--test-per-class", type=int, default=50, show_default=True, help="Test images per class, at most.")
+@click.option("--scratch", is_flag=True, help="Also train the architecture from random init on each fold's images.")
+@click.option("--scratch-steps", type=int, default=300, show_default=True, help="SGD steps of each scratch network.")
+@click.option("--view", type=click.Choice(["flatten", "avg"]), default="flatten", show_default=True,
+              help="Conv features: the whole map, or its global average.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of fold 0.")
+@click.option("--batch-size", type=int, default=256, show_default=True, help="Images through the network at once.")
+@click.option("--server", help="Features from http://HOST:PORT or grpc://HOST:PORT (an export of RUN_DIR).")
+@click.option("--model", help="Model name on the server.")
+@click.option("--version", "version", type=int, help="Model version on the server (default: the newest).")
+@click.option("--export", "export_path", help="Features from EXPORT_BASE/<name>[/<version>], run in this process.")
+@click.option("--out", help="Output directory (default: RUN_DIR/probes/<target>-<view>).")
+@click.option("--quiet", is_flag=True, help="No progress lines.")
+def probe(run_dir, quiet, server, model, version, export_path, **options):
+    """Linear probes of every layer on a new dataset, k images per class (Zeiler & Fergus Table 7, Fig. 9).
+
+    Writes probe.csv, probe.md (rows classifier (layer), columns k), probe_vs_k.png,
+    probe_vs_layer.png and TensorBoard scalars (OUT/tb).
+    """
+    from tfxfer.probes import probe as run_probe
+
+    written = run_probe(run_dir, server=server, model=model, version=version, export=export_path,
+                        verbose=not quiet, **options)
+    for path in written.values():
+        click.echo(f"wrote {path}")
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, metavar="RUN_DIR RUN_DIR | EXPERIMENT_DIR")
+@click.option("--layers", help="Comma-separated layers (default: conv1..fc8).")
+@click.option("--dataset", help="Images: this dataset's test images (default: the first run's dataset).")
+@click.option("--data-path", help="A local copy of --dataset (cifar10/cifar100).")
+@click.option("--max-images", type=int, default=5000, show_default=True, help="At most this many (a seeded subset).")
+@click.option("--kernel", type=click.Choice(["linear", "rbf"]), default="linear", show_default=True)
+@click.option("--view", type=click.Choice(["flatten", "avg"]), default="flatten", show_default=True,
+              help="Conv features: the whole map, or its global average.")
+@click.option("--batch-size", type=int, default=1024, show_default=True, help="Images per CKA minibatch.")
+@click.option("--passes", type=int, default=1, show_default=True,
+              help="Shuffled passes over the images; more come closer to full-batch CKA.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the image subset and order.")
+@click.option("--out", help="Output directory (default: RUN_DIR/similarity/<other run> or EXPERIMENT_DIR/similarity).")
+@click.option("--quiet", is_flag=True, help="No progress lines.")
+def similarity(paths, quiet, **options):
+    """Layer-by-layer CKA of two runs, or of every base pair and transferred run of an experiment directory.
+
+    Writes similarity.csv, a layer x layer heatmap per pair, cka_diagonal.png and similarity.md.
+    """
+    from tfxfer.probes import similarity as run_similarity
+
+    for path in run_similarity(paths, verbose=not quiet, **options).values():
+        click.echo(f"wrote {path}")
+
+
 def main(argv=None):
     try:
         # standalone_mode=False lets UserError through to be printed as one line below.

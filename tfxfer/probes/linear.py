@@ -1,0 +1,82 @@
+"""Linear classifiers on frozen features (scikit-learn): multinomial softmax and a linear SVM, both
+L2-regularized, features standardized, the regularization strength chosen by cross-validation on
+the training images only; scored as the mean of per-class accuracies."""
+from __future__ import annotations
+
+import numpy as np
+from sklearn.decomposition import PCA
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import confusion_matrix
+from sklearn.model_selection import GridSearchCV, StratifiedKFold
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import LinearSVC
+from threadpoolctl import threadpool_limits
+
+from tfxfer.errors import UserError
+
+CLASSIFIERS = ("softmax", "svm")
+# Inverse L2 strengths cross-validated over. The SVM's stop at 1: with more feature dimensions than
+# images the classes are separable, larger C only nears the hard-margin solution, and liblinear
+# takes minutes per fit to converge there.
+C_GRID = {"softmax": (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0), "svm": (1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)}
+CV_FOLDS = 3  # at most; never more than the k training images per class
+
+
+def parse_classifiers(classifiers: str | list[str] | None) -> list[str]:
+    names = list(CLASSIFIERS) if classifiers is None else (
+        [s.strip() for s in classifiers.split(",")] if isinstance(classifiers, str) else list(classifiers))
+    bad = [n for n in names if n not in CLASSIFIERS]
+    if bad or not names:
+        raise UserError(f"classifier {','.join(bad or names) or '(none)'!r} unknown; allowed: a comma-separated "
+                        f"list of {', '.join(CLASSIFIERS)}")
+    return sorted(set(names), key=CLASSIFIERS.index)
+
+
+def per_class_accuracy(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """[num_classes]: the fraction of each class's test images predicted as that class (NaN if it has none)."""
+    cm = confusion_matrix(y_true, y_pred, labels=np.arange(num_classes))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.diag(cm) / cm.sum(axis=1)
+
+
+def mean_per_class_accuracy(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> float:
+    """The paper's score: every class counts the same, however many test images it has."""
+    return float(np.nanmean(per_class_accuracy(y_true, y_pred, num_classes)))
+
+
+def pipeline(classifier: str, seed: int, n_train: int, dim: int, C: float = 1.0) -> Pipeline:
+    if classifier == "softmax":
+        clf = LogisticRegression(C=C, max_iter=3000, random_state=seed)  # multinomial for > 2 classes
+    else:
+        clf = LinearSVC(C=C, max_iter=20000, random_state=seed)
+    steps = [("scale", StandardScaler())]
+    if dim > n_train:
+        # An L2-penalized linear model's weights lie in the span of its training rows, so rotating
+        # onto that span (PCA keeping every component) gives the same predictions, far faster when
+        # there are fewer images than features (a flattened conv map).
+        steps.append(("span", PCA(svd_solver="full", random_state=seed)))
+    return Pipeline([*steps, ("clf", clf)])
+
+
+def fit_probe(classifier: str, x: np.ndarray, y: np.ndarray, seed: int):
+    """(the fitted pipeline, the chosen C): C by stratified cross-validation on (x, y) alone."""
+    per_class = int(np.bincount(y).min())
+    pipe = pipeline(classifier, seed, len(x), x.shape[1])
+    # One BLAS thread: these are many small problems, and BLAS threads spinning beside TensorFlow's
+    # (or on a shared machine) made them a hundred times slower.
+    with threadpool_limits(1):
+        if per_class < 2:  # one image per class leaves nothing to validate on
+            return pipe.fit(x, y), pipe.get_params()["clf__C"]
+        cv = StratifiedKFold(min(CV_FOLDS, per_class), shuffle=True, random_state=seed)
+        search = GridSearchCV(pipe, {"clf__C": list(C_GRID[classifier])}, cv=cv, scoring="balanced_accuracy", refit=True)
+        search.fit(x, y)
+    return search.best_estimator_, search.best_params_["clf__C"]
+
+
+def probe_accuracy(classifier: str, x, y, test_x, test_y, num_classes: int, seed: int) -> tuple[float, float]:
+    """(mean per-class test accuracy, chosen C) of `classifier` fitted on (x, y)."""
+    model, C = fit_probe(classifier, x, y, seed)
+    with threadpool_limits(1):
+        predicted = model.predict(test_x)
+    return mean_per_class_accuracy(test_y, predicted, num_classes), C
