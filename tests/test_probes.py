@@ -123,6 +123,16 @@ def test_export_features_equal_in_process_and_cached_ones(tmp_path, runs):
             np.testing.assert_allclose(cached[n], direct[n], rtol=2e-3, atol=2e-3 * np.abs(direct[n]).max())
     assert direct["conv2"].shape == (40, 16)  # avg: the channels of cifar8 x 0.25's conv2
 
+    # The probe itself on the exported features; an export cut another way is refused.
+    written = probe(runs["A"], layers="fc7", classifiers="softmax", per_class="2", folds=1, view="avg",
+                    export=str(path), out=tmp_path / "served", verbose=False)
+    assert [r["layer"] for r in read_csv(written["csv"])] == ["fc7"]
+    from tfxfer.errors import UserError
+
+    with pytest.raises(UserError, match="reduces conv layers by 'avg', not by the view 'flatten'"):
+        probe(runs["A"], layers="fc7", per_class="2", folds=1, export=str(path), out=tmp_path / "no")
+    assert not (tmp_path / "no").exists()
+
 
 # --- the probe command ----------------------------------------------------------------------------
 

@@ -73,10 +73,12 @@ def probe(run_dir, dataset: str | None = None, layers=None, classifiers=None, pe
     # Only the images some fold uses are extracted (every k's draws are prefixes of the largest k's).
     parts = {"train": np.unique(np.concatenate([d.train for d in draws])),
              "test": np.unique(np.concatenate([d.test for d in draws]))}
-    if target.pooled:
-        parts = {"train": np.union1d(parts["train"], parts["test"])}
-        parts["test"] = parts["train"]
-    feats = {part: source.features(target.images(part)[0][idx], layers, batch_size) for part, idx in parts.items()}
+    if target.pooled:  # one pool of images: extracted once, for both roles
+        parts["train"] = parts["test"] = np.union1d(parts["train"], parts["test"])
+        feats = dict.fromkeys(parts, source.features(target.train_x[parts["train"]], layers, batch_size))
+    else:
+        feats = {part: source.features(target.images(part)[0][idx], layers, batch_size)
+                 for part, idx in parts.items()}
     extract_s = time.perf_counter() - t0
     if verbose:
         print(f"features of {len(parts['train']) + (0 if target.pooled else len(parts['test']))} images, "
