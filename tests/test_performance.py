@@ -204,3 +204,20 @@ def test_train_function_is_traced_once_over_all_epochs(runs):
         assert [h["traces"] for h in history] == [1] * 6, (key, history)
     cached = json.loads((out_dir / records[True]["run_id"] / "history.json").read_text())
     assert cached[0]["prefix_cache_s"] > 0 and all(h["prefix_cache_s"] == 0 for h in cached[1:])
+
+
+def test_cached_frozen_run_under_mirrored_strategy(tmp_path):
+    """baseB and then BnB5 in one process under one MirroredStrategy (a second strategy's collectives
+    clashed with the first's), with a constant learning rate (a mirrored variable when logged)."""
+    from helpers import run_tfxfer, write_config
+    from test_distributed import TWO_CPUS
+
+    cfg = write_config(tmp_path / "c.yaml", tmp_path / "runs", recipe={"epochs": 2, "lr_step_epochs": 5},
+                       training={"strategy": "mirrored", "devices": ["/cpu:0", "/cpu:1"]})
+    res = run_tfxfer("train", "--config", cfg, "--treatment", "BnB", "--n", "5", "--quiet", prelude=TWO_CPUS)
+    assert res.returncode == 0, res.stderr
+    record = json.loads(next((tmp_path / "runs").glob("BnB5-*/result.json")).read_text())
+    assert record["device"] == "2x cpu" and record["epochs"] == 2
+    history = json.loads((tmp_path / "runs" / record["run_id"] / "history.json").read_text())
+    assert history[0]["prefix_cache_s"] > 0 and history[-1]["train_loss"] < history[0]["train_loss"]
+    assert [h["lr"] for h in history] == [pytest.approx(0.002)] * 2

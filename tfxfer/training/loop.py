@@ -224,7 +224,7 @@ def train(spec: RunSpec, run_dir: Path, task: TaskData, base_weights: Path | Non
         epoch_s = time.perf_counter() - t0
         val = validate()
         scalars = {"train_loss": totals[0] / seen, "train_top1": totals[1] / seen, "val_loss": val.get("loss"),
-                   "val_top1": val.get("top1"), "lr": float(optimizer.learning_rate),
+                   "val_top1": val.get("top1"), "lr": float(optimizer.learning_rate.numpy()),
                    "images_per_s": seen / epoch_s}
         logger.epoch(epoch + 1, {k: v for k, v in scalars.items() if v is not None},
                      model.get_layer("conv1").get_weights()[0])

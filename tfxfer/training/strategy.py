@@ -1,6 +1,7 @@
 """Which tf.distribute strategy a run trains under, and whether this process is the one that writes."""
 from __future__ import annotations
 
+import functools
 import os
 
 import tensorflow as tf
@@ -11,14 +12,22 @@ from tfxfer.errors import UserError
 
 def make_strategy(cfg: TrainingConfig) -> tf.distribute.Strategy:
     """auto: MirroredStrategy over the visible GPUs, else the default strategy on one device;
-    mirrored: over `devices` (or all GPUs); multiworker: MultiWorkerMirroredStrategy from TF_CONFIG."""
-    if cfg.strategy == "multiworker":
+    mirrored: over `devices` (or all GPUs); multiworker: MultiWorkerMirroredStrategy from TF_CONFIG.
+    One strategy per process and kind: runs trained one after another (a base, then the treatment
+    that copies it; a grid worker's runs) share it, because a second strategy's collectives reuse the
+    first one's instance keys and abort with a shape mismatch."""
+    return _strategy(cfg.strategy, tuple(cfg.devices) if cfg.devices else None)
+
+
+@functools.cache
+def _strategy(kind: str, devices: tuple[str, ...] | None) -> tf.distribute.Strategy:
+    if kind == "multiworker":
         if "TF_CONFIG" not in os.environ:
             raise UserError("strategy multiworker needs the TF_CONFIG environment variable (cluster and task)")
         return tf.distribute.MultiWorkerMirroredStrategy()
     gpus = tf.config.list_logical_devices("GPU")
-    if cfg.strategy == "mirrored" or (cfg.strategy == "auto" and gpus):
-        return tf.distribute.MirroredStrategy(devices=cfg.devices)
+    if kind == "mirrored" or (kind == "auto" and gpus):
+        return tf.distribute.MirroredStrategy(devices=devices)
     return tf.distribute.get_strategy()
 
 
