@@ -6,8 +6,11 @@ import signal
 import socket
 import time
 
+import pytest
+
 from conftest import tiny_config
 from helpers import run_tfxfer, tfxfer, write_config
+from tfxfer.errors import UserError
 from tfxfer.experiments.claims import CLAIM_FILE, read_claim, try_claim
 from tfxfer.experiments.planner import plan_experiment
 
@@ -37,6 +40,23 @@ def test_plan_orders_bases_first_and_skips_finished(tmp_path):
     ready = {r.run_id for r in plan.ready(finished)}
     assert bases[0].run_id not in ready
     assert {r.run_id for r in plan.runs if plan.deps[r.run_id] == bases[0].run_id} <= ready
+
+
+def test_a_split_entry_may_narrow_the_grid_for_itself(tmp_path):
+    dissimilar = {"kind": "dissimilar", "A": "vehicles", "B": "animals", "treatments": ["AnB", "BnA"], "n": [2]}
+    cfg = tiny_config(tmp_path, experiment={**GRID, "splits": [{"kind": "random", "seed": 0}, dissimilar]})
+    planned = {(r.treatment, r.n, r.config.split.kind) for r in plan_experiment(cfg).runs}
+    assert planned == {("baseA", 0, "random"), ("baseB", 0, "random"), ("BnB", 1, "random"), ("BnB", 3, "random"),
+                       ("AnB", 1, "random"), ("AnB", 3, "random"),
+                       ("baseA", 0, "dissimilar"), ("baseB", 0, "dissimilar"), ("AnB", 2, "dissimilar"),
+                       ("BnA", 2, "dissimilar")}
+    for bad, message in ((["AnB", "CnD"], "experiment.splits[1].treatments: 'CnD' is not allowed"),
+                         ("AnB", "experiment.splits[1].treatments: 'AnB' is not allowed; expected a list")):
+        with pytest.raises(UserError, match=re.escape(message)):
+            tiny_config(tmp_path, experiment={**GRID, "splits": [{"kind": "random", "seed": 0},
+                                                                 {**dissimilar, "treatments": bad}]})
+    with pytest.raises(UserError, match=re.escape("experiment.splits[0].n: 8 is not allowed")):
+        tiny_config(tmp_path, experiment={**GRID, "splits": [{"kind": "random", "seed": 0, "n": [8]}]})
 
 
 def test_claims_exclude_each_other_and_dead_holders_are_taken_over(tmp_path):

@@ -124,19 +124,35 @@ class TrainingConfig:
 class ExperimentConfig:
     """A grid (`tfxfer experiment`): every split × treatment × n, base nets planned automatically."""
 
-    splits: list[dict] | None = None  # each like the split section; null: just the split section
+    # Each like the split section, optionally with its own `treatments` and `n` (e.g. the dissimilar
+    # split with just AnB and BnA); null: just the split section.
+    splits: list[dict] | None = None
     treatments: list[str] = dataclasses.field(default_factory=lambda: ["BnB", "BnB+", "AnB", "AnB+"])
     n: list[int] = dataclasses.field(default_factory=lambda: [1, 2, 3, 4, 5, 6, 7])
+
+    def grid(self, entry: dict) -> tuple[dict, list[str], list[int]]:
+        """A splits entry as (its split section, its treatments, its n values)."""
+        split = {k: v for k, v in entry.items() if k not in ("treatments", "n")}
+        return split, entry.get("treatments", self.treatments), entry.get("n", self.n)
 
     def validate(self, at):
         from tfxfer.treatments import N_MAX, TREATMENTS
 
-        for t in self.treatments:
-            _check(t in TREATMENTS, at, "treatments", t, ", ".join(TREATMENTS))
-        for n in self.n:
-            _check(1 <= n <= N_MAX, at, "n", n, f"integers in 1..{N_MAX}")
-        for i, split in enumerate(self.splits or []):
-            _from_dict(SplitConfig, split, f"{at}splits[{i}].")
+        grids = [(at, self.treatments, self.n)]
+        for i, entry in enumerate(self.splits or []):
+            where = f"{at}splits[{i}]."
+            if not isinstance(entry, dict):
+                raise UserError(f"config section {where.rstrip('.')} must be a mapping, got {entry!r}")
+            split, treatments, ns = self.grid(entry)
+            _from_dict(SplitConfig, split, where)
+            grids.append((where, treatments, ns))
+        for where, treatments, ns in grids:
+            _check(isinstance(treatments, list), where, "treatments", treatments, "a list of treatment names")
+            _check(isinstance(ns, list), where, "n", ns, f"a list of integers in 1..{N_MAX}")
+            for t in treatments:
+                _check(t in TREATMENTS, where, "treatments", t, ", ".join(TREATMENTS))
+            for n in ns:
+                _check(isinstance(n, int) and 1 <= n <= N_MAX, where, "n", n, f"integers in 1..{N_MAX}")
 
 
 # Recipe keys a search may vary, and how keras-tuner searches them.

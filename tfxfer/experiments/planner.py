@@ -38,13 +38,13 @@ def _split_label(split: SplitConfig) -> str:
 
 def plan_experiment(config: Config) -> Plan:
     exp = config.experiment
-    splits = [SplitConfig(**s) for s in exp.splits] if exp.splits else [config.split]
+    grids = [exp.grid(entry) for entry in exp.splits] if exp.splits else [({}, exp.treatments, exp.n)]
     runs: dict[str, RunSpec] = {}
-    for split in splits:
-        cfg = dataclasses.replace(config, split=split)
-        for name in exp.treatments:
+    for split, treatments, ns in grids:
+        cfg = dataclasses.replace(config, split=SplitConfig(**split) if split else config.split)
+        for name in treatments:
             t = get_treatment(name)
-            for n in ([0] if t.is_base else exp.n):
+            for n in ([0] if t.is_base else ns):
                 spec = RunSpec(name, n, cfg)
                 # The target task's base net too: every treatment is read against it.
                 for base in (spec.base, RunSpec(f"base{t.target}", 0, cfg)):
