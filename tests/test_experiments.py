@@ -55,6 +55,12 @@ def test_a_split_entry_may_narrow_the_grid_for_itself(tmp_path):
         with pytest.raises(UserError, match=re.escape(message)):
             tiny_config(tmp_path, experiment={**GRID, "splits": [{"kind": "random", "seed": 0},
                                                                  {**dissimilar, "treatments": bad}]})
+    # One split's grid at a time (a session each), and only splits that exist.
+    only = {(r.treatment, r.n, r.config.split.kind) for r in plan_experiment(cfg, only=[1]).runs}
+    assert only == {p for p in planned if p[2] == "dissimilar"}
+    with pytest.raises(UserError, match=re.escape("split 2 is not allowed; expected an index into "
+                                                  "experiment.splits, 0..1")):
+        plan_experiment(cfg, only=[2])
     with pytest.raises(UserError, match=re.escape("experiment.splits[0].n: 8 is not allowed")):
         tiny_config(tmp_path, experiment={**GRID, "splits": [{"kind": "random", "seed": 0, "n": [8]}]})
 

@@ -78,7 +78,9 @@ def train(config_name, treatment, n, quiet, **flags):
 @click.option("--lease", type=float, default=120.0, show_default=True,
               help="Seconds a claim on a run lasts unless its holder renews it.")
 @click.option("--quiet", is_flag=True, help="No per-epoch progress bars.")
-def experiment(config_name, dry_run, jobs, out, epochs, lease, quiet):
+@click.option("--split", "splits", type=int, multiple=True,
+              help="Only this entry of experiment.splits (0-based; repeatable), e.g. one split's grid per session.")
+def experiment(config_name, dry_run, jobs, out, epochs, lease, quiet, splits):
     """Run a whole transfer grid: every split x treatment x n of CONFIG's experiment section.
 
     Base nets are trained before the treatments that copy them; finished runs are skipped and
@@ -95,7 +97,7 @@ def experiment(config_name, dry_run, jobs, out, epochs, lease, quiet):
     config = load_config(config_name, {k: v for k, v in flags.items() if v is not None})
     if jobs < 1:
         raise UserError(f"--jobs {jobs} is not allowed; expected an integer >= 1")
-    plan = plan_experiment(config)
+    plan = plan_experiment(config, splits)
     out_dir = Path(config.out)
     click.echo(plan.describe(out_dir))
     if dry_run:
@@ -106,6 +108,7 @@ def experiment(config_name, dry_run, jobs, out, epochs, lease, quiet):
         grid.run_grid(plan, out_dir, loaded, lease_s=lease, verbose=not quiet)
     else:
         passthrough = [f for k, v in (("--out", out), ("--epochs", epochs)) if v is not None for f in (k, str(v))]
+        passthrough += [f for i in splits for f in ("--split", str(i))]
         failed = grid.run_workers(config_name, [*passthrough, "--lease", str(lease)], plan, out_dir, jobs)
         if failed:
             raise click.ClickException(f"worker(s) {failed} failed; see {out_dir / 'logs'}/worker-<i>.log")

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 
 from tfxfer.config import Config, SplitConfig
+from tfxfer.errors import UserError
 from tfxfer.experiments.runspec import RunSpec
 from tfxfer.treatments import get_treatment
 
@@ -36,9 +38,14 @@ def _split_label(split: SplitConfig) -> str:
     return f"{split.kind}:{split.seed}" if split.kind == "random" else split.kind
 
 
-def plan_experiment(config: Config) -> Plan:
+def plan_experiment(config: Config, only: Sequence[int] = ()) -> Plan:
+    """The runs of every entry of experiment.splits, or of the entries numbered in `only` (0-based)."""
     exp = config.experiment
     grids = [exp.grid(entry) for entry in exp.splits] if exp.splits else [({}, exp.treatments, exp.n)]
+    for i in only:
+        if not 0 <= i < len(grids):
+            raise UserError(f"split {i} is not allowed; expected an index into experiment.splits, 0..{len(grids) - 1}")
+    grids = [grids[i] for i in sorted(set(only))] or grids
     runs: dict[str, RunSpec] = {}
     for split, treatments, ns in grids:
         cfg = dataclasses.replace(config, split=SplitConfig(**split) if split else config.split)
