@@ -1,6 +1,7 @@
 """Speed work that must not change results: frozen-prefix caching, fixed views, no retracing."""
 import json
 import shutil
+import time
 from pathlib import Path
 
 import keras
@@ -221,3 +222,31 @@ def test_cached_frozen_run_under_mirrored_strategy(tmp_path):
     history = json.loads((tmp_path / "runs" / record["run_id"] / "history.json").read_text())
     assert history[0]["prefix_cache_s"] > 0 and history[-1]["train_loss"] < history[0]["train_loss"]
     assert [h["lr"] for h in history] == [pytest.approx(0.002)] * 2
+
+
+def test_cache_keeps_to_its_budget_by_evicting_the_least_recently_used(runs, tmp_path):
+    out_dir, cfg, records = runs
+    task = task_data(cfg, *load_data(cfg), task="B")
+    views = fixed_views(input_size=32, resize_size=32, pad=2, crop=True, flip=False)
+    model = load_run(out_dir / records["base"]["run_id"]).model
+    root = tmp_path / "cache"
+
+    def outputs(n, max_bytes=None):
+        return prefix_cache.prefix_outputs(model, n, task.train_x, views, spec=SPEC, norm=task.norm, root=root,
+                                           max_bytes=max_bytes)
+
+    def held():
+        return {p.name.split("-")[0]: (p / prefix_cache.FEATURES_FILE).stat().st_size for p in root.iterdir()}
+
+    for n in (1, 2, 3):
+        outputs(n)
+    time.sleep(0.05)  # file times tick in milliseconds: make "used later" visible
+    assert outputs(1)[1]["built_from"] is None  # read back: now the most recently used
+    size = held()
+    features, note = outputs(4, max_bytes=size["conv1"] + size["conv3"])
+    assert note["built_from"] == "conv3"
+    # conv2 and conv3 were used least recently; conv1 was read again; conv4 is the one in use.
+    assert set(held()) == {"conv1", "conv4"} and held()["conv4"] == size["conv3"]
+    assert features.shape[0] == len(task.train_x)
+    outputs(5, max_bytes=0)  # the entry in use stays, whatever the budget
+    assert set(held()) == {"conv5"}

@@ -115,9 +115,14 @@ class TrainingConfig:
     # Frozen treatments train layers n+1..8 on cached outputs of layers 1..n (fixed crops/flips
     # stand in for random ones); false: every epoch runs the whole network, as for fine-tuning.
     prefix_cache: bool = True
+    # Disk the cache may take (one CIFAR-10 base's entries for n = 1..7 take about 12 GB); least
+    # recently used entries beyond it are deleted. null: no limit.
+    prefix_cache_gb: float | None = 16.0
 
     def validate(self, at):
         _check(self.strategy in STRATEGIES, at, "strategy", self.strategy, ", ".join(STRATEGIES))
+        _check(self.prefix_cache_gb is None or self.prefix_cache_gb >= 0, at, "prefix_cache_gb",
+               self.prefix_cache_gb, "a number of gigabytes >= 0, or null for no limit")
 
 
 @dataclasses.dataclass

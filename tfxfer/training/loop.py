@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfxfer import __version__
-from tfxfer.config import RecipeConfig, dump_config
+from tfxfer.config import Config, RecipeConfig, dump_config
 from tfxfer.data.pipeline import fixed_views, make_dataset, make_feature_dataset
 from tfxfer.data.tasks import TaskData
 from tfxfer.experiments.runspec import RunSpec
@@ -107,12 +107,14 @@ def suffix_model(model: keras.Model, n: int) -> keras.Model:
     return keras.Model(inputs, x, name=f"{model.name}_above_{last.name}")
 
 
-def _prefix_features(model: keras.Model, n: int, task: TaskData, recipe: RecipeConfig, out: Path, label: str):
+def _prefix_features(model: keras.Model, n: int, task: TaskData, cfg: Config, out: Path, label: str):
     """Cached outputs of the frozen layers 1..n: of every fixed view of the training images, and
     of the validation images as evaluation sees them; and the seconds it took to get them."""
-    common = {"spec": task.spec, "norm": task.norm, "root": prefix_cache.cache_dir(out), "label": label}
+    budget = cfg.training.prefix_cache_gb
+    common = {"spec": task.spec, "norm": task.norm, "root": prefix_cache.cache_dir(out), "label": label,
+              "max_bytes": None if budget is None else int(budget * 2**30)}
     size = {"input_size": task.spec.input_size, "resize_size": task.spec.resize_size}
-    aug = recipe.augment
+    aug = cfg.recipe.augment
     t0 = time.perf_counter()
     train_views = fixed_views(**size, pad=aug.pad, crop=aug.crop, flip=aug.flip)
     train_x, _ = prefix_cache.prefix_outputs(model, n, task.train_x, train_views, **common)
@@ -155,7 +157,7 @@ def train(spec: RunSpec, run_dir: Path, task: TaskData, base_weights: Path | Non
     cache_s = 0.0
     if cached:
         train_features, val_features, cache_s = _prefix_features(
-            model, frozen, task, recipe, run_dir.parent, label=base_run_id or f"{spec.treatment}-seed{cfg.seed}")
+            model, frozen, task, cfg, run_dir.parent, label=base_run_id or f"{spec.treatment}-seed{cfg.seed}")
         forward_learner = inference(learner)
     scale_loss = recipe.precision == "mixed_float16"
 

@@ -13,7 +13,9 @@ AnB4's conv4 outputs), so a grid computes each base's prefix once, not once per 
 Entries live under <out>/.cache/prefix/<layer>-<key>/ as features.npy (float16 [N, V, ...],
 memory-mapped on read) and meta.json (what made it); each is written to a temporary directory
 and renamed into place, so readers see whole entries only and concurrent writers of the same
-entry do not clash. Deleting the directory only costs recomputation.
+entry do not clash. Deleting the directory only costs recomputation. With a size budget, the
+least recently used entries beyond it are deleted after each new entry (a reader that has one
+mapped keeps its pages; the file goes when it lets go).
 """
 from __future__ import annotations
 
@@ -60,17 +62,19 @@ def _keys(model: keras.Model, n: int, images: np.ndarray, views: Views, spec: Ar
 
 def prefix_outputs(model: keras.Model, n: int, images: np.ndarray, views: Views, *, spec: ArchSpec,
                    norm: Normalization, root: str | os.PathLike, label: str = "",
-                   batch_size: int = 64) -> tuple[np.ndarray, dict]:
+                   batch_size: int = 64, max_bytes: int | None = None) -> tuple[np.ndarray, dict]:
     """Layer n's outputs, in inference mode, for every view of every image: float16
     [N, len(views), *layer_shape], memory-mapped from the cache (built first if missing).
 
     Returns the array and a note of what was done ({"built_from": layer or "images" or None,
-    "seconds": ...}). `label` (e.g. the base run id) is recorded for people reading the cache."""
+    "seconds": ...}). `label` (e.g. the base run id) is recorded for people reading the cache.
+    `max_bytes` bounds the cache's size on disk (see `evict`)."""
     t0 = time.perf_counter()
     root = Path(root)
     keys = _keys(model, n, images, views, spec, norm)
     paths = [root / f"{LAYER_NAMES[k]}-{key}" for k, key in enumerate(keys)]
     if (paths[-1] / META_FILE).is_file():
+        os.utime(paths[-1] / META_FILE)  # used now: the last to be evicted
         return np.load(paths[-1] / FEATURES_FILE, mmap_mode="r"), {"built_from": None,
                                                                     "seconds": time.perf_counter() - t0}
     # The deepest entry below layer n, if any: only the layers above it are run.
@@ -118,7 +122,31 @@ def prefix_outputs(model: keras.Model, n: int, images: np.ndarray, views: Views,
             pass
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return np.load(paths[-1] / FEATURES_FILE, mmap_mode="r"), note
+    features = np.load(paths[-1] / FEATURES_FILE, mmap_mode="r")
+    if max_bytes is not None:
+        evict(root, max_bytes, keep=paths[-1])
+    return features, note
+
+
+def evict(root: Path, max_bytes: int, keep: Path) -> list[str]:
+    """Delete the least recently used entries (by their meta.json's mtime) until the cache holds at
+    most `max_bytes`; `keep` (the entry in use) stays whatever its size. Returns the names deleted."""
+    entries = []
+    for path in root.iterdir():
+        try:
+            entries.append((os.stat(path / META_FILE).st_mtime, (path / FEATURES_FILE).stat().st_size, path))
+        except OSError:  # a scratch directory, or an entry another process just deleted
+            continue
+    total = sum(size for _, size, _ in entries)
+    deleted = []
+    for _, size, path in sorted(entries, key=lambda e: e[0]):
+        if total <= max_bytes:
+            break
+        if path != keep:
+            shutil.rmtree(path, ignore_errors=True)
+            total -= size
+            deleted.append(path.name)
+    return deleted
 
 
 def _view_batches(images: np.ndarray, views: Views, spec: ArchSpec, norm: Normalization, batch_size: int):
