@@ -22,6 +22,12 @@ SUMMARY = RESULTS / "summary.json"
 REPO = Path(__file__).resolve().parent.parent
 
 
+# Read when the benchmark starts, not when it writes: the code measured is the code at the start.
+_AT_START = {"load_average_at_start": os.getloadavg(),
+             "commit": subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"],
+                                      capture_output=True, text=True, check=False).stdout.strip()}
+
+
 def machine() -> dict:
     """The machine as a reader needs it to compare numbers: CPU, cores, load, library versions."""
     import keras
@@ -38,11 +44,9 @@ def machine() -> dict:
         "cpu": cpu.get("model name"), "cpu_family": cpu.get("cpu family"), "cpu_mhz": float(cpu.get("cpu MHz", 0)),
         "cores": os.cpu_count(), "avx512f": "avx512f" in flags, "avx512_bf16": "avx512_bf16" in flags,
         "gpus": gpus, "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-        "load_average_at_start": os.getloadavg(), "shared": "2 cores shared with other engineers' jobs",
+        "shared": "2 cores shared with other engineers' jobs",
         "python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
-        "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default (on)"),
-        "commit": subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                                 capture_output=True, text=True, check=False).stdout.strip(),
+        "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default (on)"), **_AT_START,
     }
 
 
