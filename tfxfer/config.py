@@ -58,11 +58,16 @@ class ArchConfig:
     name: str = "cifar8"
     width: float = 1.0  # multiplies every layer's channel/unit count
     renorm_radius: float | None = None  # Zeiler & Fergus filter renormalization (0.1 in the paper)
+    variant: str | None = None  # a Table 3 ablation (tfxfer.models.VARIANTS); null: the arch as registered
 
     def validate(self, at):
+        from tfxfer.models.registry import VARIANTS
+
         _check(self.width > 0, at, "width", self.width, "a number > 0")
         _check(self.renorm_radius is None or self.renorm_radius > 0, at, "renorm_radius", self.renorm_radius,
                "a number > 0 or null")
+        _check(self.variant is None or self.variant in VARIANTS, at, "variant", self.variant,
+               "null or one of " + ", ".join(VARIANTS))
 
 
 @dataclasses.dataclass
@@ -134,6 +139,10 @@ class ExperimentConfig:
     splits: list[dict] | None = None
     treatments: list[str] = dataclasses.field(default_factory=lambda: ["BnB", "BnB+", "AnB", "AnB+"])
     n: list[int] = dataclasses.field(default_factory=lambda: [1, 2, 3, 4, 5, 6, 7])
+    # Table 3 ablations: each variant (and the arch as registered, for reference) trained from
+    # scratch as baseB, once per seed, besides the grid above (set treatments: [] for only these).
+    variants: list[str] | None = None
+    seeds: list[int] | None = None  # every run of the experiment once per seed; null: the top-level seed
 
     def grid(self, entry: dict) -> tuple[dict, list[str], list[int]]:
         """A splits entry as (its split section, its treatments, its n values)."""
@@ -141,6 +150,7 @@ class ExperimentConfig:
         return split, entry.get("treatments", self.treatments), entry.get("n", self.n)
 
     def validate(self, at):
+        from tfxfer.models.registry import VARIANTS
         from tfxfer.treatments import N_MAX, TREATMENTS
 
         grids = [(at, self.treatments, self.n)]
@@ -158,6 +168,9 @@ class ExperimentConfig:
                 _check(t in TREATMENTS, where, "treatments", t, ", ".join(TREATMENTS))
             for n in ns:
                 _check(isinstance(n, int) and 1 <= n <= N_MAX, where, "n", n, f"integers in 1..{N_MAX}")
+        for v in self.variants or []:
+            _check(v in VARIANTS, at, "variants", v, "names of arch variants: " + ", ".join(VARIANTS))
+        _check(self.seeds is None or len(self.seeds) > 0, at, "seeds", self.seeds, "a non-empty list of integers or null")
 
 
 # Recipe keys a search may vary, and how keras-tuner searches them.

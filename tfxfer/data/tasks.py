@@ -36,7 +36,7 @@ class TaskData:
 
 def load_data(config: Config) -> tuple[ImageData, Split, ArchSpec]:
     """Load the configured dataset and split it; every user error surfaces here, before any write."""
-    spec = get_arch(config.arch.name, config.arch.width)
+    spec = get_arch(config.arch.name, config.arch.width, config.arch.variant)
     d = config.dataset
     data = registry.load_dataset(d.name, path=d.path, data_dir=d.data_dir, image_size=spec.resize_size,
                         test_fraction=d.test_fraction, seed=d.seed, train_per_class=d.train_per_class,

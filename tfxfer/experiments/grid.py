@@ -28,7 +28,8 @@ def write_plan(plan: Plan, config: Config, out: Path) -> None:
     atomic_write_text(out / "experiment.yaml", dump_config(config))
     atomic_write_text(out / PLAN_FILE, json.dumps(
         [{"run_id": r.run_id, "treatment": r.treatment, "n": r.n, "split": r.config.split.kind,
-          "split_seed": r.config.split.seed, "base_run_id": plan.deps[r.run_id]} for r in plan.runs], indent=1))
+          "split_seed": r.config.split.seed, "variant": r.config.arch.variant, "seed": r.config.seed,
+          "base_run_id": plan.deps[r.run_id]} for r in plan.runs], indent=1))
 
 
 class Progress:
@@ -60,7 +61,9 @@ def _duration(seconds: float) -> str:
 
 
 def _data_key(spec) -> str:
-    return json.dumps([spec.config.to_dict()[k] for k in ("dataset", "split", "arch")], sort_keys=True)
+    cfg = spec.config.to_dict()
+    del cfg["arch"]["variant"]  # an arch's variants read the same images (runner.run builds each's layers)
+    return json.dumps([cfg[k] for k in ("dataset", "split", "arch")], sort_keys=True)
 
 
 def load_all(plan: Plan) -> dict[str, tuple]:

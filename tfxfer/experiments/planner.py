@@ -30,7 +30,8 @@ class Plan:
         for r in self.runs:
             dep = f"  <- {self.deps[r.run_id]}" if self.deps[r.run_id] else ""
             state = "done" if r.run_id in done else "todo"
-            lines.append(f"  [{state}] {r.run_id:28s} split={_split_label(r.config.split)}{dep}")
+            variant = f" variant={r.config.arch.variant}" if r.config.arch.variant else ""
+            lines.append(f"  [{state}] {r.run_id:28s} split={_split_label(r.config.split)}{variant}{dep}")
         return "\n".join(lines)
 
 
@@ -47,16 +48,22 @@ def plan_experiment(config: Config, only: Sequence[int] = ()) -> Plan:
             raise UserError(f"split {i} is not allowed; expected an index into experiment.splits, 0..{len(grids) - 1}")
     grids = [grids[i] for i in sorted(set(only))] or grids
     runs: dict[str, RunSpec] = {}
-    for split, treatments, ns in grids:
-        cfg = dataclasses.replace(config, split=SplitConfig(**split) if split else config.split)
-        for name in treatments:
-            t = get_treatment(name)
-            for n in ([0] if t.is_base else ns):
-                spec = RunSpec(name, n, cfg)
-                # The target task's base net too: every treatment is read against it.
-                for base in (spec.base, RunSpec(f"base{t.target}", 0, cfg)):
-                    if base is not None:
-                        runs.setdefault(base.run_id, base)
-                runs.setdefault(spec.run_id, spec)
+    for seed in exp.seeds or [config.seed]:
+        for split, treatments, ns in grids:
+            cfg = dataclasses.replace(config, seed=seed, split=SplitConfig(**split) if split else config.split)
+            for name in treatments:
+                t = get_treatment(name)
+                for n in ([0] if t.is_base else ns):
+                    spec = RunSpec(name, n, cfg)
+                    # The target task's base net too: every treatment is read against it.
+                    for base in (spec.base, RunSpec(f"base{t.target}", 0, cfg)):
+                        if base is not None:
+                            runs.setdefault(base.run_id, base)
+                    runs.setdefault(spec.run_id, spec)
+        # Table 3: each variant, and the arch as registered to compare with, from scratch on task B.
+        for variant in [None, *exp.variants] if exp.variants else []:
+            cfg = dataclasses.replace(config, seed=seed, arch=dataclasses.replace(config.arch, variant=variant))
+            spec = RunSpec("baseB", 0, cfg)
+            runs.setdefault(spec.run_id, spec)
     ordered = sorted(runs.values(), key=lambda r: 0 if get_treatment(r.treatment).is_base else 1)
     return Plan(ordered, {r.run_id: r.base.run_id if r.base else None for r in ordered})

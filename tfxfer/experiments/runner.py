@@ -32,7 +32,10 @@ def run(spec: RunSpec, out: str | Path | None = None, loaded=None, verbose: bool
     if spec.base is not None:
         base_record = read_result(out / spec.base.run_id) or run(spec.base, out, loaded, verbose)
     t = get_treatment(spec.treatment)
-    task = task_data(spec.config, *loaded, task=t.target, source=t.source)
+    data, split, _ = loaded
+    arch = spec.config.arch  # loaded data may be shared by the variants of one arch: each has its own layers
+    task = task_data(spec.config, data, split, get_arch(arch.name, arch.width, arch.variant), task=t.target,
+                     source=t.source)
     run_dir.mkdir(parents=True, exist_ok=True)
     base_weights = out / base_record["run_id"] / WEIGHTS_FILE if base_record else None
     record = train(spec, run_dir, task, base_weights=base_weights,
@@ -65,7 +68,7 @@ def load_run(run_dir: str | Path) -> FinishedRun:
     if record is None:
         raise UserError(f"run directory {run_dir} holds no finished run ({run_dir / 'result.json'} is missing)")
     cfg = Config.from_dict(yaml.safe_load((run_dir / CONFIG_FILE).read_text()))
-    spec = get_arch(cfg.arch.name, cfg.arch.width)
+    spec = get_arch(cfg.arch.name, cfg.arch.width, cfg.arch.variant)
     model = build_model(spec, len(record["classes"]), dropout=cfg.recipe.dropout,
                         renorm_radius=cfg.arch.renorm_radius, dtype_policy=cfg.recipe.precision,
                         name=record["run_id"].replace("+", "_ft"))

@@ -6,6 +6,7 @@ import hashlib
 import json
 
 from tfxfer.config import Config
+from tfxfer.errors import UserError
 from tfxfer.treatments import check_n, get_treatment
 
 # Sections that change what a run computes. `out` is where it goes and `training` how it is
@@ -20,11 +21,20 @@ class RunSpec:
     config: Config
 
     def __post_init__(self):
-        object.__setattr__(self, "n", check_n(get_treatment(self.treatment), self.n))
+        t = get_treatment(self.treatment)
+        object.__setattr__(self, "n", check_n(t, self.n))
+        variant = self.config.arch.variant
+        if variant is not None and not t.is_base:
+            raise UserError(f"treatment {self.treatment} (n={self.n}) is not allowed with arch variant {variant!r}: "
+                            "layer n is undefined for variants, which lack or resize layers; they train from "
+                            "scratch only (baseA, baseB)")
 
     @property
     def run_id(self) -> str:
         cfg = self.config.to_dict()
+        if cfg["arch"]["variant"] is None:
+            # Added after runs existed: left out when unset, so their ids (and finished runs) stay valid.
+            del cfg["arch"]["variant"]
         ident = {"treatment": self.treatment, "n": self.n, **{k: cfg[k] for k in _IDENTITY}}
         digest = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:10]
         return f"{self.treatment}{self.n or ''}-{digest}"

@@ -1,4 +1,12 @@
 """Architectures: `get_arch(name)`, `list_archs()`, `build_model(spec, num_classes, ...)`."""
-from tfxfer.models.registry import LAYER_NAMES, ArchSpec, build_model, get_arch, list_archs, register_arch
+from tfxfer.models.registry import (
+    LAYER_NAMES,
+    VARIANTS,
+    ArchSpec,
+    build_model,
+    get_arch,
+    list_archs,
+    register_arch,
+)
 
-__all__ = ["LAYER_NAMES", "ArchSpec", "build_model", "get_arch", "list_archs", "register_arch"]
+__all__ = ["LAYER_NAMES", "VARIANTS", "ArchSpec", "build_model", "get_arch", "list_archs", "register_arch"]

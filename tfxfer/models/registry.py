@@ -2,6 +2,11 @@
 
 Layers are always named conv1..conv5, fc6, fc7, fc8, so "layer n" means the same block in every
 architecture. Register a new one with `@register_arch("name")` returning an `ArchSpec`.
+
+Any registered architecture also comes in the Table 3 variants of Zeiler & Fergus (2014, §5.1),
+`get_arch(name, variant=...)`: layers removed or resized. A variant lacks some of the eight
+blocks (or has them at other widths), so "layer n" is not defined for it: variants are trained
+from scratch only (baseA, baseB), never copied from or into.
 """
 from __future__ import annotations
 
@@ -37,10 +42,44 @@ class ArchSpec:
     resize_size: int  # images are resized to this before the (random or central) crop
     convs: tuple[ConvSpec, ...]  # conv1..conv5
     fc_units: tuple[int, int]  # fc6, fc7
+    variant: str | None = None  # a name in VARIANTS, or None: the architecture as registered
+    removed: tuple[str, ...] = ()  # blocks the variant leaves out
 
     def __post_init__(self):
         if len(self.convs) != 5:
             raise ValueError(f"arch {self.name!r} needs 5 conv layers, has {len(self.convs)}")
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        """The blocks this network has, in order (all of LAYER_NAMES unless a variant removed some)."""
+        return tuple(n for n in LAYER_NAMES if n not in self.removed)
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """One row of Table 3: blocks removed, fc6/fc7 or conv3-conv5 widths multiplied."""
+
+    description: str
+    removed: tuple[str, ...] = ()
+    fc_scale: float = 1.0  # fc6 and fc7
+    conv3_5_scale: float = 1.0  # conv3, conv4 and conv5
+
+    def apply(self, spec: ArchSpec, name: str) -> ArchSpec:
+        convs = tuple(dataclasses.replace(c, filters=_w(c.filters, self.conv3_5_scale)) if i >= 2 else c
+                      for i, c in enumerate(spec.convs))
+        return dataclasses.replace(spec, convs=convs, fc_units=tuple(_w(u, self.fc_scale) for u in spec.fc_units),
+                                   variant=name, removed=self.removed)
+
+
+VARIANTS = {
+    "no-conv3-4": Variant("removed layers 3, 4", removed=("conv3", "conv4")),
+    "no-fc7": Variant("removed layer 7", removed=("fc7",)),
+    "no-fc6-7": Variant("removed layers 6, 7", removed=("fc6", "fc7")),
+    "no-conv3-4-fc6-7": Variant("removed layers 3, 4, 6, 7", removed=("conv3", "conv4", "fc6", "fc7")),
+    "fc6-7-half": Variant("layers 6, 7 at half width", fc_scale=0.5),
+    "fc6-7-double": Variant("layers 6, 7 at double width", fc_scale=2.0),
+    "conv3-5-double": Variant("layers 3, 4, 5 at double width", conv3_5_scale=2.0),
+}
 
 
 _ARCHS: dict[str, Callable[..., ArchSpec]] = {}
@@ -58,12 +97,19 @@ def list_archs(pattern: str = "*") -> list[str]:
     return sorted(n for n in _ARCHS if fnmatch.fnmatch(n, pattern))
 
 
-def get_arch(name: str, width: float = 1.0) -> ArchSpec:
+def get_arch(name: str, width: float = 1.0, variant: str | None = None) -> ArchSpec:
     if name not in _ARCHS:
         raise UserError(f"arch {name!r} is unknown; allowed: {', '.join(list_archs())}")
     if not width > 0:
         raise UserError(f"arch width {width!r} must be > 0")
-    return _ARCHS[name](width)
+    spec = _ARCHS[name](width)
+    return spec if variant is None else check_variant(variant).apply(spec, variant)
+
+
+def check_variant(name: str) -> Variant:
+    if name not in VARIANTS:
+        raise UserError(f"arch variant {name!r} is unknown; allowed: {', '.join(VARIANTS)}")
+    return VARIANTS[name]
 
 
 def _w(n: int, width: float) -> int:
@@ -134,9 +180,13 @@ def build_model(spec: ArchSpec, num_classes: int, *, seed: int = 0, dropout: flo
     x = inputs
     for i, conv in enumerate(spec.convs, start=1):
         layer = f"conv{i}"
+        if layer in spec.removed:
+            continue
         x = ConvBlock(**dataclasses.asdict(conv), seed=layer_seed(seed, layer), weight_decay=weight_decay,
                       renorm_radius=renorm_radius, dtype=dtype_policy, name=layer)(x)
     for layer, units in zip(("fc6", "fc7"), spec.fc_units):
+        if layer in spec.removed:
+            continue
         x = DenseBlock(units, dropout=dropout, seed=layer_seed(seed, layer), weight_decay=weight_decay,
                        dtype=dtype_policy, name=layer)(x)
     # Logits stay float32 under mixed precision so the softmax loss is computed stably.

@@ -47,7 +47,7 @@ def results_csv(records: list[dict]) -> str:
     columns = [f for f in RESULT_FIELDS if f != "config"]
     writer.writerow(columns)
     for r in records:
-        writer.writerow([" ".join(r[c]) if c == "classes" else r[c] for c in columns])
+        writer.writerow([" ".join(r[c]) if c == "classes" else r.get(c) for c in columns])
     return buf.getvalue()
 
 
@@ -89,10 +89,17 @@ class Estimate:
         return f"{f(self.mean)}{ci}"
 
 
+def variant(record: dict) -> str | None:
+    """The record's arch variant (Table 3 ablation), None for the arch as registered."""
+    return (record.get("config") or {}).get("arch", {}).get("variant")
+
+
 class Grid:
-    """The records of one or more splits, indexed by unit, role and n."""
+    """The records of one or more splits, indexed by unit, role and n (arch variants left out:
+    they are not the base net any treatment is read against)."""
 
     def __init__(self, records: list[dict]):
+        records = [r for r in records if variant(r) is None]
         self.records = records
         self.cells: dict[tuple, dict[tuple[str, int], float]] = {}
         for r in records:
@@ -224,3 +231,24 @@ def findings(grid: Grid) -> list[dict]:
     add("(7) random frozen weights do worse than transferred ones", e7, lambda: e7.mean < 0,
         "mean of random − AnB over n = 1–7, paired by split")
     return out
+
+
+def table3(records: list[dict]) -> list[dict]:
+    """Zeiler & Fergus Table 3: per arch, the arch as registered and each of its variants trained from
+    scratch, with train top-1, test top-1 and test top-5 as means over seeds with 95 % CIs. Empty
+    when no record is of a variant."""
+    from tfxfer.models import VARIANTS
+
+    bases = [r for r in records if get_treatment(r["treatment"]).is_base]
+    rows = []
+    for arch in sorted({r["arch"] for r in bases if variant(r) is not None}):
+        # The reference: base nets of the arch as registered, trained on the task(s) the variants were.
+        tasks = {r["treatment"] for r in bases if r["arch"] == arch and variant(r) is not None}
+        for name in [None, *VARIANTS]:
+            runs = [r for r in bases if r["arch"] == arch and variant(r) == name and r["treatment"] in tasks]
+            if runs:
+                rows.append({"arch": arch, "variant": name or "—",
+                             "description": VARIANTS[name].description if name else "as registered",
+                             "seeds": sorted({r["seed"] for r in runs}), "runs": len(runs),
+                             **{k: Estimate.of([r.get(k) for r in runs]) for k in ("train_top1", "top1", "top5")}})
+    return rows
