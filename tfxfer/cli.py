@@ -15,6 +15,7 @@ from tfxfer.errors import UserError  # noqa: E402
 TRAIN_OVERRIDES = {
     "dataset": "dataset.name", "data_path": "dataset.path", "data_dir": "dataset.data_dir",
     "split": "split.kind", "split_seed": "split.seed", "arch": "arch.name", "width": "arch.width",
+    "variant": "arch.variant",
     "epochs": "recipe.epochs", "batch_size": "recipe.batch_size", "lr": "recipe.lr",
     "precision": "recipe.precision", "strategy": "training.strategy", "seed": "seed", "out": "out",
 }
@@ -45,6 +46,9 @@ def cli():
 @click.option("--split-seed", type=int, help="Seed of a random split.")
 @click.option("--arch", help="Architecture (see `tfxfer list archs`).")
 @click.option("--width", type=float, help="Multiplies every layer's width.")
+@click.option("--variant", help="A Table 3 ablation of the arch, trained from scratch (baseA/baseB only): "
+                                "no-conv3-4, no-fc7, no-fc6-7, no-conv3-4-fc6-7, fc6-7-half, fc6-7-double, "
+                                "conv3-5-double.")
 @click.option("--epochs", type=int)
 @click.option("--batch-size", type=int, help="Global batch size, over all replicas.")
 @click.option("--lr", type=float, help="Initial learning rate.")
@@ -398,6 +402,78 @@ def similarity(paths, quiet, **options):
     from tfxfer.probes import similarity as run_similarity
 
     for path in run_similarity(paths, verbose=not quiet, **options).values():
+        click.echo(f"wrote {path}")
+
+
+@cli.group()
+def diagnose():
+    """Zeiler & Fergus's diagnostics of a finished run: first-layer filter health (§4.1, Fig. 6)
+    and part correspondence (§4.3, Table 1). (Their Table 3 ablations: `experiment.variants`.)"""
+
+
+@diagnose.command("filters", short_help="conv1 filter health: norms, frequency bands, dead filters (Fig. 6).")
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(), metavar="RUN_DIR [RUN_DIR ...]")
+@click.option("--out", help="Write OUT/<run_id>/ per run and OUT/filters_summary.csv (default: <run>/diagnose).")
+@click.option("--dead-norm", type=float, default=0.1, show_default=True,
+              help="Dead: filter RMS below this fraction of the layer's median RMS.")
+@click.option("--dead-activation", type=float, default=0.01, show_default=True,
+              help="Or dead: mean ReLU activation over the images below this fraction of the layer's median.")
+@click.option("--max-images", type=int, default=1000, show_default=True,
+              help="Activations over at most this many of the run's own task test images (a seeded subset).")
+@click.option("--no-data", is_flag=True, help="Judge dead filters by their norm only; load no images.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the image subset.")
+@click.option("--batch-size", type=int, default=256, show_default=True, help="Images through the network at once.")
+def diagnose_filters(run_dirs, out, dead_norm, dead_activation, max_images, no_data, seed, batch_size):
+    """conv1 filter health per run: RMS, spectral energy in low/mid/high bands, dead filters, filters
+    above the renormalization radius (arch.renorm_radius, else 0.1).
+
+    Bands by radial frequency r of the filter's 2-D DFT, in cycles per pixel: low r < 1/6 (with the
+    mean colour), mid 1/6 <= r < 1/3, high r >= 1/3. Writes filters.csv (one row per filter) and
+    filters_by_frequency.png per run, and prints one summary line per run.
+    """
+    from tfxfer.diagnose import diagnose_filters as run_diagnosis
+    from tfxfer.diagnose.filters import Thresholds
+
+    healths = run_diagnosis(run_dirs, out=out, thresholds=Thresholds(dead_norm, dead_activation),
+                            max_images=None if no_data else max_images, seed=seed, batch_size=batch_size)
+    for health in healths:
+        click.echo(health.summary_line())
+
+
+@diagnose.command("correspondence", short_help="Part correspondence under masking (§4.3, Table 1).")
+@_RUN_DIR
+@click.option("--images", "images_dir", required=True, type=click.Path(), help="Directory of the image files.")
+@click.option("--parts", "parts_file", required=True, type=click.Path(),
+              help="YAML: {image file: {part name: [x0, y0, x1, y1]}}, boxes in each image's own pixels "
+                   "(x0, y0 inclusive; x1, y1 exclusive); every image names the same parts.")
+@click.option("--layers", default="conv5,fc7", show_default=True, help="Comma-separated layers of the network.")
+@click.option("--random", "draws", type=int, default=10, show_default=True,
+              help="Random same-size boxes per part and image (the control).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random boxes.")
+@click.option("--batch-size", type=int, default=256, show_default=True, help="Images through the network at once.")
+@click.option("--out", help="Output directory (default: <run>/diagnose/correspondence).")
+def diagnose_correspondence(run_dir, images_dir, parts_file, layers, draws, seed, batch_size, out):
+    """Mask the same part in every image; how consistently does each layer's feature change?
+
+    For each image i, eps_i = features(image) - features(image with the part's box in the mean
+    colour); per pair i != j, the share of features whose sign(eps) differs (normalized Hamming).
+    Writes correspondence.md (Table 1's shape: mean ± std over pairs per part and layer, and the
+    random-box control) and correspondence.csv (with Delta, the sum over ordered pairs).
+
+    \b
+    parts.yaml:
+      dog1.jpg:
+        left_eye: [40, 52, 58, 66]
+        nose: [60, 80, 84, 100]
+      dog2.jpg:
+        ...
+    """
+    from tfxfer.diagnose import diagnose_correspondence as run_analysis
+
+    written = run_analysis(run_dir, images_dir, parts_file, layers=layers, draws=draws, seed=seed,
+                           batch_size=batch_size, out=out)
+    click.echo(written["md"].read_text().rstrip())
+    for path in written.values():
         click.echo(f"wrote {path}")
 
 

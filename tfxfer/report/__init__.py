@@ -9,7 +9,15 @@ import json
 from pathlib import Path
 
 from tfxfer.errors import UserError
-from tfxfer.report.analysis import Grid, findings, load_records, losses, results_csv, table1
+from tfxfer.report.analysis import (
+    Grid,
+    findings,
+    load_records,
+    losses,
+    results_csv,
+    table1,
+    table3,
+)
 from tfxfer.report.figures import figure2, figure3
 from tfxfer.training.records import atomic_write_text
 
@@ -28,7 +36,45 @@ def _est(e) -> str:
         f", p = {e.p:.3g})" if e.p is not None else ")")
 
 
-def markdown(records: list[dict], missing: list[dict], figures: list[Path]) -> str:
+def _acc(e) -> str:
+    if e is None:
+        return "—"
+    return f"{100 * e.mean:.1f}" + (f" ± {100 * (e.hi - e.lo) / 2:.1f}" if e.lo is not None else " (1 seed)")
+
+
+def table3_lines(records: list[dict]) -> list[str]:
+    rows = table3(records)
+    if not rows:
+        return []
+    lines = ["", "## Table 3: architecture variants (Zeiler & Fergus), trained from scratch", "",
+             ("Top-1/top-5 accuracy in %, mean ± half-width of the 95 % CI over seeds. Train top-1: the "
+              "training images (validation images excluded) as evaluation sees them, without augmentation "
+              "or dropout; — where a record predates that measurement."), "",
+             "| arch | variant | layers | seeds | train top-1 | test top-1 | test top-5 |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['arch']} | {r['variant']} | {r['description']} | {', '.join(map(str, r['seeds']))} | "
+                     f"{_acc(r['train_top1'])} | {_acc(r['top1'])} | {_acc(r['top5'])} |")
+    return lines
+
+
+def health_lines(healths) -> list[str]:
+    if not healths:
+        return []
+    lines = ["", "## conv1 filter health of the base networks (Zeiler & Fergus Fig. 6)", "",
+             ("Bands by radial frequency r of each filter's 2-D DFT (cycles/pixel): low < 1/6 <= mid < 1/3 <= high. "
+              f"Dead: RMS below {healths[0].thresholds.dead_norm:g} x the layer's median (norm test only; "
+              "`tfxfer diagnose filters` adds the activation test)."), "",
+             "| run | arch | filters | dead | live by dominant band low/mid/high | mean mid share | RMS above radius |",
+             "|---|---|---|---|---|---|---|"]
+    for h in healths:
+        s = h.summary()
+        lines.append(f"| {s['run_id']} | {s['arch']} | {s['filters']} ({s['kernel']}) | {s['dead']} | "
+                     f"{s['dominant_low']}/{s['dominant_mid']}/{s['dominant_high']} | {s['mean_mid_share']:.3f} | "
+                     f"{s['above_radius']} (radius {s['radius']:g}) |")
+    return lines
+
+
+def markdown(records: list[dict], missing: list[dict], figures: list[Path], healths=()) -> str:
     grid = Grid(records)
     lines = ["# tfxfer report", "",
              f"{len(records)} finished runs; {len(missing)} planned runs missing. "
@@ -54,6 +100,7 @@ def markdown(records: list[dict], missing: list[dict], figures: list[Path]) -> s
     for row in losses(grid):
         lines.append(f"| {row['n']} | {_est(row['coadaptation'])} | {_est(row['specificity'])} | "
                      f"{row['dominant'] or '—'} |")
+    lines += table3_lines(records) + health_lines(list(healths))
     lines += ["", "## Runs", "", "See results.csv (one row per run)."]
     return "\n".join(lines) + "\n"
 
@@ -100,7 +147,9 @@ def write_report(results_dir: str | Path) -> list[Path]:
         raise UserError(f"results directory {results_dir} holds no result records (*/result.json)")
     grid = Grid(records)
     figures = figure2(grid, results_dir) + figure3(grid, results_dir)
-    md = markdown(records, missing_runs(results_dir, records), figures)
+    from tfxfer.diagnose.filters import base_health
+
+    md = markdown(records, missing_runs(results_dir, records), figures, base_health(results_dir, records))
     written = []
     for name, text in (("results.csv", results_csv(records)), ("report.md", md),
                        ("report.html", to_html(md, results_dir))):

@@ -1,0 +1,269 @@
+"""First-layer filter health (Zeiler & Fergus §4.1, Fig. 6): the evidence that moved them from
+11x11/stride 4 to 7x7/stride 2 — filters that are all very low or very high frequency, few in the
+middle, some dead, a few dominating.
+
+Per conv1 filter (kernel [k, k, 3]):
+- RMS: sqrt(mean(w^2)) over its k*k*3 weights — the quantity the §3 renormalization clips to a
+  radius (`FilterRenorm`); `above_radius` counts filters whose RMS exceeds it.
+- spectral energy shares: |2-D DFT|^2 of each input channel at the filter's own k x k frequencies,
+  summed over channels, split by radial frequency r = sqrt(fx^2 + fy^2) in cycles per pixel
+  (Nyquist along an axis is 1/2): low r < 1/6 (the mean colour, DC, is low), mid 1/6 <= r < 1/3,
+  high r >= 1/3. The shares sum to 1; a filter's centroid is its energy-weighted mean r.
+- dead: RMS below `dead_norm` x the layer's median RMS, or — when images are given — mean ReLU
+  activation over them below `dead_activation` x the layer's median mean activation. Relative to
+  the median, so one threshold serves every architecture and initialization scale.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+from pathlib import Path
+
+import numpy as np
+
+from tfxfer.errors import UserError
+from tfxfer.training.records import atomic_write_text
+from tfxfer.training.tensorboard import filter_grid
+from tfxfer.visualize.figures import new_figure, save_figure
+
+BANDS = ("low", "mid", "high")
+BAND_EDGES = (1 / 6, 1 / 3)  # cycles per pixel
+DEFAULT_RADIUS = 0.1  # Zeiler & Fergus's renormalization radius
+
+
+@dataclasses.dataclass(frozen=True)
+class Thresholds:
+    dead_norm: float = 0.1  # x the layer's median filter RMS
+    dead_activation: float = 0.01  # x the layer's median mean activation
+    radius: float = DEFAULT_RADIUS
+
+    def __post_init__(self):
+        for name in ("dead_norm", "dead_activation"):
+            value = getattr(self, name)
+            if not 0 <= value < 1:
+                raise UserError(f"{name.replace('_', '-')} {value!r} is invalid; allowed: a fraction of the "
+                                "layer's median in [0, 1)")
+
+
+def rms(kernel: np.ndarray) -> np.ndarray:
+    """[F] RMS of each filter of a [k, k, C, F] kernel."""
+    return np.sqrt(np.mean(np.square(kernel, dtype=np.float64), axis=(0, 1, 2)))
+
+
+def radial_frequency(k_rows: int, k_cols: int) -> np.ndarray:
+    """[k_rows, k_cols] radial frequency (cycles per pixel) of each DFT bin."""
+    return np.hypot(np.fft.fftfreq(k_rows)[:, None], np.fft.fftfreq(k_cols)[None, :])
+
+
+def spectrum(kernel: np.ndarray) -> np.ndarray:
+    """[k, k, F] power of each filter's 2-D DFT, summed over input channels."""
+    return np.sum(np.abs(np.fft.fft2(kernel.astype(np.float64), axes=(0, 1))) ** 2, axis=2)
+
+
+def band_shares(kernel: np.ndarray) -> np.ndarray:
+    """[F, 3] share of each filter's spectral energy in the low, mid and high bands (NaN for an
+    all-zero filter, which has no spectrum)."""
+    power = spectrum(kernel)
+    band = np.digitize(radial_frequency(*kernel.shape[:2]), BAND_EDGES)
+    energy = np.stack([power[band == b].sum(axis=0) for b in range(len(BANDS))], axis=-1)
+    total = energy.sum(axis=-1, keepdims=True)
+    return np.divide(energy, total, out=np.full_like(energy, np.nan), where=total > 0)
+
+
+def centroid(kernel: np.ndarray) -> np.ndarray:
+    """[F] energy-weighted mean radial frequency of each filter (NaN for an all-zero filter)."""
+    power = spectrum(kernel)
+    total = power.sum(axis=(0, 1))
+    weighted = np.tensordot(radial_frequency(*kernel.shape[:2]), power, axes=([0, 1], [0, 1]))
+    return np.divide(weighted, total, out=np.full_like(total, np.nan), where=total > 0)
+
+
+@dataclasses.dataclass
+class FilterHealth:
+    run_id: str
+    arch: str
+    kernel: np.ndarray  # [k, k, 3, F]
+    thresholds: Thresholds
+    rms: np.ndarray  # [F]
+    shares: np.ndarray  # [F, 3] low, mid, high
+    centroid: np.ndarray  # [F]
+    dead_by_norm: np.ndarray  # [F] bool
+    mean_activation: np.ndarray | None = None  # [F] over `images`, when measured
+    dead_by_activation: np.ndarray | None = None
+    images: str | None = None  # what the activations were measured on
+
+    @property
+    def dead(self) -> np.ndarray:
+        return self.dead_by_norm | (self.dead_by_activation if self.dead_by_activation is not None else False)
+
+    @property
+    def above_radius(self) -> np.ndarray:
+        return self.rms > self.thresholds.radius
+
+    @property
+    def dominant(self) -> np.ndarray:
+        """[F] index of each filter's strongest band (-1 for a filter without a spectrum)."""
+        return np.where(np.isnan(self.shares).any(axis=1), -1, np.nan_to_num(self.shares).argmax(axis=1))
+
+    def order(self) -> np.ndarray:
+        """Filters from lowest to highest frequency (by centroid), dead ones last."""
+        return np.lexsort((np.nan_to_num(self.centroid, nan=np.inf), self.dead))
+
+    def summary(self) -> dict:
+        live = ~self.dead
+        dominant = self.dominant[live]
+        k = self.kernel.shape[0]
+        return {
+            "run_id": self.run_id, "arch": self.arch, "filters": self.kernel.shape[-1], "kernel": f"{k}x{k}",
+            "dead": int(self.dead.sum()), "dead_by_norm": int(self.dead_by_norm.sum()),
+            "dead_by_activation": "" if self.dead_by_activation is None else int(self.dead_by_activation.sum()),
+            **{f"dominant_{b}": int((dominant == i).sum()) for i, b in enumerate(BANDS)},
+            **{f"mean_{b}_share": _mean(self.shares[live, i]) for i, b in enumerate(BANDS)},
+            "above_radius": int(self.above_radius.sum()), "radius": self.thresholds.radius,
+            "activation_images": self.images or "",
+        }
+
+    def summary_line(self) -> str:
+        s = self.summary()
+        how = f"RMS < {self.thresholds.dead_norm:g} x median: {s['dead_by_norm']}"
+        if self.dead_by_activation is not None:
+            how += f"; mean activation < {self.thresholds.dead_activation:g} x median over {self.images}: " \
+                   f"{s['dead_by_activation']}"
+        return (f"{s['run_id']} ({s['arch']} conv1, {s['filters']} filters {s['kernel']}): dead {s['dead']} ({how}); "
+                f"live filters by dominant band low/mid/high {s['dominant_low']}/{s['dominant_mid']}/"
+                f"{s['dominant_high']}, mean mid-frequency share {s['mean_mid_share']:.3f}; "
+                f"RMS above radius {s['radius']:g}: {s['above_radius']}")
+
+    def csv_text(self) -> str:
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(["run_id", "filter", "frequency_rank", "rms", *[f"{b}_share" for b in BANDS], "centroid",
+                         "mean_activation", "dead", "above_radius"])
+        rank = np.empty(len(self.rms), int)
+        rank[self.order()] = np.arange(len(self.rms))
+        for f in range(len(self.rms)):
+            act = "" if self.mean_activation is None else f"{self.mean_activation[f]:.6g}"
+            writer.writerow([self.run_id, f, rank[f], f"{self.rms[f]:.6g}", *[f"{v:.6g}" for v in self.shares[f]],
+                             f"{self.centroid[f]:.6g}", act, int(self.dead[f]), int(self.above_radius[f])])
+        return buf.getvalue()
+
+
+def _mean(values: np.ndarray) -> float:
+    values = values[~np.isnan(values)]
+    return float(values.mean()) if len(values) else float("nan")
+
+
+def _below(values: np.ndarray, fraction: float) -> np.ndarray:
+    return values < fraction * np.median(values)
+
+
+def analyze_kernel(kernel: np.ndarray, run_id: str = "", arch: str = "", thresholds: Thresholds = Thresholds(),
+                   mean_activation: np.ndarray | None = None, images: str | None = None) -> FilterHealth:
+    """The health of one conv1 kernel [k, k, C, F]; `mean_activation` [F] adds the activation test."""
+    r = rms(kernel)
+    return FilterHealth(
+        run_id, arch, kernel, thresholds, r, band_shares(kernel), centroid(kernel), _below(r, thresholds.dead_norm),
+        mean_activation, None if mean_activation is None else _below(mean_activation, thresholds.dead_activation),
+        images)
+
+
+def mean_activations(model, inputs) -> np.ndarray:
+    """[F] mean ReLU output of each conv1 filter over batches of network inputs (before pooling)."""
+    block = model.get_layer("conv1")
+    total, count = 0.0, 0
+    for x in inputs:
+        a = block.conv(block.pad(x) if block.pad is not None else x)
+        total = total + np.asarray(a, np.float64).sum(axis=(0, 1, 2))
+        count += int(np.prod(a.shape[:3]))
+    return total / count
+
+
+def run_health(run, thresholds: Thresholds | None = None, max_images: int | None = 1000, seed: int = 0,
+               batch_size: int = 256) -> FilterHealth:
+    """A finished run's conv1 health; with `max_images` (not None) also the activation test over at
+    most that many of its own task's test images (a seeded subset)."""
+    from tfxfer.data.pipeline import make_dataset
+    from tfxfer.visualize.deconv import dataset_images
+
+    radius = run.config.arch.renorm_radius or DEFAULT_RADIUS
+    thresholds = dataclasses.replace(thresholds or Thresholds(), radius=radius)
+    kernel = run.model.get_layer("conv1").get_weights()[0]
+    activation, source = None, None
+    if max_images is not None:
+        images, source = dataset_images(run, max_images=max_images, seed=seed)
+        spec = run.spec
+        inputs = make_dataset(images, np.zeros(len(images), np.int64), input_size=spec.input_size,
+                              resize_size=spec.resize_size, norm=run.norm, batch_size=batch_size,
+                              training=False).map(lambda x, _: x)
+        activation = mean_activations(run.model, inputs)
+    return analyze_kernel(kernel, run.record["run_id"], run.config.arch.name, thresholds, activation, source)
+
+
+def health_figure(health: FilterHealth, path: str | Path) -> Path:
+    """The filters sorted from low to high frequency (dead ones last, marked), and each one's
+    band shares as a stacked bar in the same order."""
+    order = health.order()
+    fig = new_figure(12, 5)
+    fig.suptitle(f"{health.run_id}: conv1 filters sorted by spectral centroid (dead last)", fontsize=10)
+    left, right = fig.subplots(1, 2, width_ratios=[1, 1.4])
+    left.imshow(filter_grid(health.kernel[..., order])[0], interpolation="nearest")
+    left.set_axis_off()
+    left.set_title(f"{health.summary()['dead']} dead of {len(order)}", fontsize=9)
+    bottom = np.zeros(len(order))
+    shares = np.nan_to_num(health.shares[order])
+    for i, (band, colour) in enumerate(zip(BANDS, ("#3b6fb6", "#6ab04c", "#d1495b"))):
+        right.bar(np.arange(len(order)), shares[:, i], bottom=bottom, color=colour, width=1.0, label=band)
+        bottom += shares[:, i]
+    dead = np.flatnonzero(health.dead[order])
+    if len(dead):
+        right.axvspan(dead[0] - 0.5, len(order) - 0.5, color="0.85", zorder=0, label="dead")
+    right.set(xlim=(-0.5, len(order) - 0.5), ylim=(0, 1), xlabel="filter (low to high frequency)",
+              ylabel="share of spectral energy")
+    right.set_title("low r < 1/6, mid 1/6 <= r < 1/3, high r >= 1/3 cycles/pixel", fontsize=9)
+    right.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
+    return save_figure(fig, path)
+
+
+def write_health(health: FilterHealth, out: Path) -> dict[str, Path]:
+    """<out>/filters.csv (one row per filter) and <out>/filters_by_frequency.png."""
+    atomic_write_text(out / "filters.csv", health.csv_text())
+    return {"csv": out / "filters.csv", "png": health_figure(health, out / "filters_by_frequency.png")}
+
+
+def summary_csv(healths: list[FilterHealth]) -> str:
+    rows = [h.summary() for h in healths]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def diagnose_filters(run_dirs, out: str | Path | None = None, thresholds: Thresholds | None = None,
+                     max_images: int | None = 1000, seed: int = 0, batch_size: int = 256) -> list[FilterHealth]:
+    """`tfxfer diagnose filters`: per run, filters.csv and filters_by_frequency.png in <out>/<run_id>
+    (default <run>/diagnose); with `out`, also <out>/filters_summary.csv, one row per run."""
+    from tfxfer.visualize.inputs import check_positive, load_float32_run
+
+    check_positive(batch_size=batch_size, **({"max_images": max_images} if max_images is not None else {}))
+    runs = [load_float32_run(d) for d in run_dirs]  # every bad directory fails before anything is written
+    healths = []
+    for run in runs:
+        health = run_health(run, thresholds, max_images, seed, batch_size)
+        write_health(health, Path(out) / run.record["run_id"] if out is not None else run.run_dir / "diagnose")
+        healths.append(health)
+    if out is not None:
+        atomic_write_text(Path(out) / "filters_summary.csv", summary_csv(healths))
+    return healths
+
+
+def base_health(results_dir: str | Path, records: list[dict]) -> list[FilterHealth]:
+    """conv1 health of every base net among `records` that has its weights in `results_dir`, by the
+    norm test only (a report loads no images)."""
+    from tfxfer.training.loop import WEIGHTS_FILE
+    from tfxfer.treatments import get_treatment
+    from tfxfer.visualize.inputs import load_float32_run
+
+    dirs = [Path(results_dir) / r["run_id"] for r in records if get_treatment(r["treatment"]).is_base]
+    return [run_health(load_float32_run(d), max_images=None) for d in dirs if (d / WEIGHTS_FILE).is_file()]
