@@ -12,6 +12,7 @@ from test_report import T_975_DF2, hand_made
 from tfxfer.cli import main
 from tfxfer.config import Config, dump_config, load_config
 from tfxfer.data.tasks import load_data, task_data
+from tfxfer.diagnose.filters import analyze_kernel
 from tfxfer.errors import UserError
 from tfxfer.experiments.grid import run_grid
 from tfxfer.experiments.planner import plan_experiment
@@ -122,6 +123,16 @@ def test_variants_train_and_record_an_honest_train_top1(tmp_path):
         assert finished.record["train_top1"] == measured
     assert sorted(load_run(tmp_path / "runs" / r.run_id).spec.layers for r in plan.runs) == \
         [LAYER_NAMES, ("conv1", "conv2", "conv5", "fc8")]
+
+    # The report: Table 3 with both networks, and the conv1 health of both base nets (norm test).
+    write_report(tmp_path / "runs")
+    md = (tmp_path / "runs" / "report.md").read_text()
+    assert "| cifar8 | — | as registered | 0 |" in md and "| cifar8 | no-conv3-4-fc6-7 | removed layers 3, 4, 6, 7 |" in md
+    for spec in plan.runs:
+        kernel = load_run(tmp_path / "runs" / spec.run_id).model.get_layer("conv1").get_weights()[0]
+        s = analyze_kernel(kernel).summary()
+        assert (f"| {spec.run_id} | cifar8 | 8 (5x5) | {s['dead']} | {s['dominant_low']}/{s['dominant_mid']}/"
+                f"{s['dominant_high']} | {s['mean_mid_share']:.3f} | {s['above_radius']} (radius 0.1) |") in md
 
 
 def variant_record(variant, seed, train, top1, top5):

@@ -31,7 +31,8 @@ class Plan:
             dep = f"  <- {self.deps[r.run_id]}" if self.deps[r.run_id] else ""
             state = "done" if r.run_id in done else "todo"
             variant = f" variant={r.config.arch.variant}" if r.config.arch.variant else ""
-            lines.append(f"  [{state}] {r.run_id:28s} split={_split_label(r.config.split)}{variant}{dep}")
+            lines.append(f"  [{state}] {r.run_id:28s} split={_split_label(r.config.split)} seed={r.config.seed}"
+                         f"{variant}{dep}")
         return "\n".join(lines)
 
 
