@@ -30,6 +30,7 @@ LAYERS = {  # the blocks each variant keeps
     "no-fc6-7": ("conv1", "conv2", "conv3", "conv4", "conv5", "fc8"),
     "no-conv3-4-fc6-7": ("conv1", "conv2", "conv5", "fc8"),
     "fc6-7-half": LAYER_NAMES, "fc6-7-double": LAYER_NAMES, "conv3-5-double": LAYER_NAMES,
+    "conv1-7x7-s2": LAYER_NAMES,
 }
 
 
@@ -52,6 +53,8 @@ def test_every_variant_has_its_layers_and_widths_and_learns():
         scale = {"fc6-7-half": {"fc6": 0.5, "fc7": 0.5}, "fc6-7-double": {"fc6": 2, "fc7": 2},
                  "conv3-5-double": {"conv3": 2, "conv4": 2, "conv5": 2}}.get(name, {})
         assert got == {n: int(full[n] * scale.get(n, 1)) for n in layers}, name
+        conv1 = model.get_layer("conv1").conv
+        assert (conv1.kernel_size, conv1.strides) == (((7, 7), (2, 2)) if name == "conv1-7x7-s2" else ((5, 5), (1, 1)))
         model.compile(keras.optimizers.SGD(0.01), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         before = [w.copy() for w in model.get_weights()]
         loss = model.train_on_batch(x, np.array([0, 1, 2, 0]))

@@ -57,16 +57,20 @@ class ArchSpec:
 
 @dataclasses.dataclass(frozen=True)
 class Variant:
-    """One row of Table 3: blocks removed, fc6/fc7 or conv3-conv5 widths multiplied."""
+    """One row of Table 3: blocks removed, fc6/fc7 or conv3-conv5 widths multiplied, or conv1's
+    kernel and stride changed (the 11x11/4 -> 7x7/2 step of their §4.1)."""
 
     description: str
     removed: tuple[str, ...] = ()
     fc_scale: float = 1.0  # fc6 and fc7
     conv3_5_scale: float = 1.0  # conv3, conv4 and conv5
+    conv1: tuple[int, int] | None = None  # conv1's (kernel, stride); its padding stays the arch's
 
     def apply(self, spec: ArchSpec, name: str) -> ArchSpec:
         convs = tuple(dataclasses.replace(c, filters=_w(c.filters, self.conv3_5_scale)) if i >= 2 else c
                       for i, c in enumerate(spec.convs))
+        if self.conv1 is not None:
+            convs = (dataclasses.replace(convs[0], kernel=self.conv1[0], stride=self.conv1[1]), *convs[1:])
         return dataclasses.replace(spec, convs=convs, fc_units=tuple(_w(u, self.fc_scale) for u in spec.fc_units),
                                    variant=name, removed=self.removed)
 
@@ -79,6 +83,7 @@ VARIANTS = {
     "fc6-7-half": Variant("layers 6, 7 at half width", fc_scale=0.5),
     "fc6-7-double": Variant("layers 6, 7 at double width", fc_scale=2.0),
     "conv3-5-double": Variant("layers 3, 4, 5 at double width", conv3_5_scale=2.0),
+    "conv1-7x7-s2": Variant("layer 1 as Zeiler & Fergus's: 7x7, stride 2", conv1=(7, 2)),
 }
 
 
