@@ -116,6 +116,18 @@ def test_figure3_when_dissimilar_and_random_runs_exist(tmp_path):
     assert verdicts["(6)"]["verdict"] == "reproduced" and verdicts["(7)"]["verdict"] == "reproduced"
 
 
+def test_a_dissimilar_split_alone_has_figure3_and_no_empty_figure2(tmp_path):
+    records = [record("baseB", 0, 0, 0.7, kind="dissimilar")]
+    records += [record("AnB", n, 0, 0.7 - 0.03 * n, kind="dissimilar") for n in range(1, 8)]
+    for r in records:
+        (tmp_path / r["run_id"]).mkdir()
+        (tmp_path / r["run_id"] / "result.json").write_text(json.dumps(r))
+    names = {p.name for p in write_report(tmp_path)}
+    assert {"figure3.png", "report.md"} <= names and "figure2.png" not in names
+    verdicts = {f["finding"][:3]: f["verdict"] for f in findings(Grid(records))}
+    assert verdicts["(6)"] == "not run"  # nothing to compare the dissimilar split with yet
+
+
 def test_report_on_nothing_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="holds no result records"):
         write_report(tmp_path)

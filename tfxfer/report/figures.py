@@ -53,8 +53,11 @@ def _mean_band(ax, grid: Grid, role: str, units, normalize: bool = False, **line
 
 
 def figure2(grid: Grid, out: Path) -> list[Path]:
-    """Top-1 against n: every run a point (left), means with 95 % CI bands (right)."""
+    """Top-1 against n: every run a point (left), means with 95 % CI bands (right); none when no
+    random split has a treatment run (only base nets, or only the dissimilar split, so far)."""
     units = grid.units(exclude_kind="dissimilar")
+    if not any(role != "base" for u in units for role, _ in grid.cells[u]):
+        return []
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
     for role in ("base", "selffer", "selffer+", "transfer", "transfer+"):
         pts = [(n + OFFSETS[role], v) for u in units for (r, n), v in grid.cells[u].items() if r == role]
