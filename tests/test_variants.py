@@ -134,7 +134,8 @@ def test_variants_train_and_record_an_honest_train_top1(tmp_path):
     for spec in plan.runs:
         kernel = load_run(tmp_path / "runs" / spec.run_id).model.get_layer("conv1").get_weights()[0]
         s = analyze_kernel(kernel).summary()
-        assert (f"| {spec.run_id} | cifar8 | 8 (5x5) | {s['dead']} | {s['dominant_low']}/{s['dominant_mid']}/"
+        arch = " ".join(filter(None, ("cifar8", spec.config.arch.variant)))  # a variant is named beside its arch
+        assert (f"| {spec.run_id} | {arch} | 8 (5x5) | {s['dead']} | {s['dominant_low']}/{s['dominant_mid']}/"
                 f"{s['dominant_high']} | {s['mean_mid_share']:.3f} | {s['above_radius']} (radius 0.1) |") in md
 
 

@@ -197,7 +197,8 @@ def run_health(run, thresholds: Thresholds | None = None, max_images: int | None
                               resize_size=spec.resize_size, norm=run.norm, batch_size=batch_size,
                               training=False).map(lambda x, _: x)
         activation = mean_activations(run.model, inputs)
-    return analyze_kernel(kernel, run.record["run_id"], run.config.arch.name, thresholds, activation, source)
+    arch = run.config.arch.name + (f" {run.config.arch.variant}" if run.config.arch.variant else "")
+    return analyze_kernel(kernel, run.record["run_id"], arch, thresholds, activation, source)
 
 
 def health_figure(health: FilterHealth, path: str | Path) -> Path:
