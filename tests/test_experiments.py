@@ -65,6 +65,24 @@ def test_a_split_entry_may_narrow_the_grid_for_itself(tmp_path):
         tiny_config(tmp_path, experiment={**GRID, "splits": [{"kind": "random", "seed": 0, "n": [8]}]})
 
 
+def test_one_split_per_session_keeps_the_whole_plan_for_the_report(tmp_path):
+    from tfxfer.cli import main
+    from tfxfer.report import write_report
+
+    out = tmp_path / "runs"
+    dissimilar = {"kind": "dissimilar", "A": "shapes", "B": "textures", "treatments": ["AnB"], "n": [2]}
+    cfg = write_config(tmp_path / "c.yaml", out, recipe={"epochs": 1},
+                       experiment={**GRID, "splits": [{"kind": "random", "seed": 0}, dissimilar]})
+    with pytest.raises(SystemExit) as exc:
+        main(["experiment", str(cfg), "--split", "1", "--quiet"])
+    assert exc.value.code in (0, None)
+    finished = {p.parent.name for p in out.glob("*/result.json")}
+    planned = {p["run_id"] for p in json.loads((out / "plan.json").read_text())}
+    assert len(finished) == 3 and len(planned) == 3 + 6 and finished < planned
+    write_report(out)
+    assert "6 planned runs missing" in (out / "report.md").read_text()
+
+
 def test_claims_exclude_each_other_and_dead_holders_are_taken_over(tmp_path):
     run_dir = tmp_path / "run"
     first = try_claim(run_dir, lease_s=30)

@@ -107,7 +107,9 @@ def experiment(config_name, dry_run, jobs, out, epochs, lease, quiet, splits):
     if dry_run:
         return
     loaded = grid.load_all(plan)  # bad data settings fail here, before anything is written
-    grid.write_plan(plan, config, out_dir)
+    # The whole experiment's plan, even when --split runs a part of it (a session per split), so a
+    # report names every run still missing.
+    grid.write_plan(plan_experiment(config) if splits else plan, config, out_dir)
     if jobs == 1:
         grid.run_grid(plan, out_dir, loaded, lease_s=lease, verbose=not quiet)
     else:
