@@ -91,12 +91,17 @@ def figure3(grid: Grid, out: Path) -> list[Path]:
     if not (dissimilar or random_units):
         return []
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
-    for unit in dissimilar:
-        target = unit[3]
-        _mean_band(axes[0], grid, "transfer", [unit], color="#e08020", marker="h",
-                   label=f"transfer toward task {target}")
-        axes[0].scatter([0], [grid.value(unit, "base", 0)], color="white", edgecolor="black", zorder=3)
+    # One colour per direction (toward B: AnB; toward A: BnA), its base net drawn at n = 0 alike.
+    colours = ("#e08020", "#2070b0")
+    for i, unit in enumerate(dissimilar):
+        colour, target = colours[i % len(colours)], unit[3]
+        _mean_band(axes[0], grid, "transfer", [unit], color=colour, marker="h",
+                   label=f"transfer toward task {target} ({'AnB' if target == 'B' else 'BnA'})")
+        axes[0].scatter([0], [grid.value(unit, "base", 0)], color="white", edgecolor=colour, linewidths=1.5,
+                        zorder=3, label=f"base{target}")
     axes[0].set_title("dissimilar split: AnB and BnA")
+    if not random_units:
+        axes[1].text(0.5, 0.5, "no random-weights runs yet", ha="center", va="center", transform=axes[1].transAxes)
     _mean_band(axes[1], grid, "random", random_units, color=STYLE["random"]["color"], marker="s", label="random")
     base = [grid.value(u, "base", 0) for u in random_units if grid.value(u, "base", 0) is not None]
     if base:
