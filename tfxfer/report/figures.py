@@ -55,8 +55,8 @@ def _mean_band(ax, grid: Grid, role: str, units, normalize: bool = False, **line
 def figure2(grid: Grid, out: Path) -> list[Path]:
     """Top-1 against n: every run a point (left), means with 95 % CI bands (right); none when no
     random split has a treatment run (only base nets, or only the dissimilar split, so far)."""
-    units = grid.units(exclude_kind="dissimilar")
-    if not any(role != "base" for u in units for role, _ in grid.cells[u]):
+    units = grid.units(exclude_kind="dissimilar")  # units with at least one treatment run
+    if not units:
         return []
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
     for role in ("base", "selffer", "selffer+", "transfer", "transfer+"):
@@ -92,9 +92,10 @@ def figure3(grid: Grid, out: Path) -> list[Path]:
         return []
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
     # One colour per direction (toward B: AnB; toward A: BnA), its base net drawn at n = 0 alike.
-    colours = ("#e08020", "#2070b0")
-    for i, unit in enumerate(dissimilar):
-        colour, target = colours[i % len(colours)], unit[3]
+    colours = {"B": "#e08020", "A": "#2070b0"}
+    for unit in dissimilar:
+        target = unit[3]
+        colour = colours[target]
         _mean_band(axes[0], grid, "transfer", [unit], color=colour, marker="h",
                    label=f"transfer toward task {target} ({'AnB' if target == 'B' else 'BnA'})")
         axes[0].scatter([0], [grid.value(unit, "base", 0)], color="white", edgecolor=colour, linewidths=1.5,
