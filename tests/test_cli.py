@@ -39,6 +39,15 @@ def test_list_archs(capsys):
     assert code == 0 and out.split() == ["caffenet", "cifar8", "zfnet"]
 
 
+def test_list_variants_names_every_registered_variant(capsys):
+    from tfxfer.models import VARIANTS
+
+    code, out, _ = cli(capsys, "list", "variants")
+    rows = [line.split("\t") for line in out.splitlines()]
+    assert code == 0 and [r[0] for r in rows] == list(VARIANTS) and "conv1-7x7-s2" in VARIANTS
+    assert rows[-1][1] == "layer 1 as Zeiler & Fergus's: 7x7, stride 2"
+
+
 @pytest.fixture
 def bad_inputs(tmp_path):
     (tmp_path / "empty").mkdir()

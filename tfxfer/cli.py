@@ -46,9 +46,8 @@ def cli():
 @click.option("--split-seed", type=int, help="Seed of a random split.")
 @click.option("--arch", help="Architecture (see `tfxfer list archs`).")
 @click.option("--width", type=float, help="Multiplies every layer's width.")
-@click.option("--variant", help="A Table 3 ablation of the arch, trained from scratch (baseA/baseB only): "
-                                "no-conv3-4, no-fc7, no-fc6-7, no-conv3-4-fc6-7, fc6-7-half, fc6-7-double, "
-                                "conv3-5-double.")
+@click.option("--variant", help="A Table 3 ablation of the arch, trained from scratch (baseA/baseB only; "
+                                "see `tfxfer list variants`).")
 @click.option("--epochs", type=int)
 @click.option("--batch-size", type=int, help="Global batch size, over all replicas.")
 @click.option("--lr", type=float, help="Initial learning rate.")
@@ -154,11 +153,15 @@ def tune(config_name, treatment, n, quiet, **flags):
 
 
 @cli.command("list")
-@click.argument("kind", type=click.Choice(["archs", "datasets", "treatments", "configs"]))
+@click.argument("kind", type=click.Choice(["archs", "variants", "datasets", "treatments", "configs"]))
 def list_(kind):
-    """List the registered architectures, datasets, treatments or bundled configs."""
+    """List the registered architectures, arch variants, datasets, treatments or bundled configs."""
     if kind == "archs":
         from tfxfer.models import list_archs as names
+    elif kind == "variants":
+        from tfxfer.models import VARIANTS
+
+        names = lambda: [f"{name}\t{v.description}" for name, v in VARIANTS.items()]  # noqa: E731
     elif kind == "datasets":
         from tfxfer.data.registry import list_datasets as names
     elif kind == "configs":
