@@ -85,11 +85,20 @@ def test_bad_input_is_one_line_exit_2_nothing_written(case, bad_inputs, tmp_path
     assert not (tmp_path / "runs").exists()
 
 
-def test_bad_input_from_a_shell_has_no_traceback(tmp_path):
-    res = run_tfxfer("train", "--treatment", "BnB", "--n", "0", "--out", tmp_path / "runs")
-    assert res.returncode == 2
-    assert "Traceback" not in res.stderr
-    assert res.stderr.strip().splitlines()[-1] == "tfxfer: error: n=0 is out of range for BnB; allowed: 1..7"
+def test_bad_input_from_a_shell_is_one_line_before_tensorflow_loads(tmp_path):
+    # Flags and configs are checked before TensorFlow is imported, so its C++ start-up lines
+    # (which TF_CPP_MIN_LOG_LEVEL does not silence) never bury the error.
+    bad_key = tmp_path / "bad.yaml"
+    bad_key.write_text("recipe:\n  learning_rate: 0.1\n")
+    for args, expected in [
+        (["train", "--treatment", "BnB", "--n", "0"], "n=0 is out of range for BnB; allowed: 1..7"),
+        (["experiment", bad_key], "recipe.learning_rate"),
+    ]:
+        res = run_tfxfer(*args, "--out", tmp_path / "runs")
+        assert res.returncode == 2 and res.stdout == ""
+        assert res.stderr.strip().splitlines() == [res.stderr.strip()], res.stderr
+        assert res.stderr.startswith("tfxfer: error: ") and expected in res.stderr, res.stderr
+    assert not (tmp_path / "runs").exists()
 
 
 def test_grayscale_folder_of_other_size_trains(tmp_path):

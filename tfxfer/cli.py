@@ -62,12 +62,12 @@ def train(config_name, treatment, n, quiet, **flags):
     Rerunning an interrupted command resumes from its last finished epoch.
     """
     from tfxfer.config import load_config
-    from tfxfer.experiments.runner import run
     from tfxfer.experiments.runspec import RunSpec
 
     overrides = {TRAIN_OVERRIDES[k]: v for k, v in flags.items() if v is not None}
-    config = load_config(config_name, overrides)
-    spec = RunSpec(treatment, n, config)
+    spec = RunSpec(treatment, n, load_config(config_name, overrides))
+    from tfxfer.experiments.runner import run  # TensorFlow loads here, after the flags are checked
+
     run(spec, verbose=not quiet)
 
 
@@ -93,7 +93,6 @@ def experiment(config_name, dry_run, jobs, out, epochs, lease, quiet, splits):
     from pathlib import Path
 
     from tfxfer.config import load_config
-    from tfxfer.experiments import grid
     from tfxfer.experiments.planner import plan_experiment
 
     flags = {"out": out, "recipe.epochs": epochs}
@@ -105,6 +104,8 @@ def experiment(config_name, dry_run, jobs, out, epochs, lease, quiet, splits):
     click.echo(plan.describe(out_dir))
     if dry_run:
         return
+    from tfxfer.experiments import grid  # TensorFlow loads here, after the config and flags are checked
+
     loaded = grid.load_all(plan)  # bad data settings fail here, before anything is written
     # The whole experiment's plan, even when --split runs a part of it (a session per split), so a
     # report names every run still missing.
@@ -328,13 +329,13 @@ def serve(export_base, host, port, grpc_port, max_batch_size, batch_timeout_ms, 
 def features(images, dataset, data_path, data_dir, part, per_class, server, model, version, export_path, out,
              batch_size, quiet):
     """Compute features of a folder of images or a dataset and write them, with labels, to an .npz."""
-    from tfxfer.serving.client import connect
-    from tfxfer.serving.features import dataset_features, folder_features, write_npz
-
     if (images is None) == (dataset is None):
         raise UserError("give exactly one of --images FOLDER and --dataset NAME")
     if batch_size < 1:
         raise UserError(f"--batch-size {batch_size} invalid; allowed: a whole number of at least 1")
+    from tfxfer.serving.client import connect
+    from tfxfer.serving.features import dataset_features, folder_features, write_npz
+
     client = connect(server, model, version, export_path)
     if images is not None:
         arrays = folder_features(client, images, batch_size, verbose=not quiet)

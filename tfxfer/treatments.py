@@ -12,12 +12,14 @@ network is trained on, and whether the copied layers are frozen or fine-tuned:
 from __future__ import annotations
 
 import dataclasses
-
-import keras
+from typing import TYPE_CHECKING
 
 from tfxfer.errors import UserError
 from tfxfer.models import LAYER_NAMES, ArchSpec, build_model
 from tfxfer.models.registry import layer_seed
+
+if TYPE_CHECKING:
+    import keras
 
 N_MAX = len(LAYER_NAMES) - 1  # n = 8 would copy the classifier itself: B8B is baseB (paper, footnote 2)
 

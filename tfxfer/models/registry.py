@@ -13,12 +13,12 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import zlib
-from typing import Callable
-
-import keras
+from typing import TYPE_CHECKING, Callable
 
 from tfxfer.errors import UserError
-from tfxfer.models.blocks import ConvBlock, DenseBlock
+
+if TYPE_CHECKING:
+    import keras
 
 LAYER_NAMES = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
 
@@ -181,6 +181,12 @@ def build_model(spec: ArchSpec, num_classes: int, *, seed: int = 0, dropout: flo
                 weight_decay: float = 0.0, renorm_radius: float | None = None,
                 dtype_policy: str = "float32", name: str | None = None) -> keras.Model:
     """A functional model: input → conv1..conv5 → fc6, fc7 (ReLU, dropout) → fc8 logits (float32)."""
+    # Keras (and TensorFlow under it) loads here, not at import, so that configs and flags are checked
+    # and their errors printed before TensorFlow's start-up lines.
+    import keras
+
+    from tfxfer.models.blocks import ConvBlock, DenseBlock
+
     inputs = keras.Input((spec.input_size, spec.input_size, 3), name="image")
     x = inputs
     for i, conv in enumerate(spec.convs, start=1):
