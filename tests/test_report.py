@@ -114,6 +114,8 @@ def test_figure3_when_dissimilar_and_random_runs_exist(tmp_path):
     assert {"figure3.png", "figure3.svg"} <= names
     verdicts = {f["finding"][:3]: f for f in findings(Grid(records))}
     assert verdicts["(6)"]["verdict"] == "reproduced" and verdicts["(7)"]["verdict"] == "reproduced"
+    e6 = verdicts["(6)"]["estimate"]  # two dissimilar units against the random splits': a Welch CI
+    assert e6.lo < e6.mean < e6.hi < 0 and "dissimilar (2 units)" in verdicts["(6)"]["note"]
 
 
 def test_a_dissimilar_split_alone_has_figure3_and_no_empty_figure2(tmp_path):

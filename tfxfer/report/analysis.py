@@ -85,7 +85,7 @@ class Estimate:
 
     def text(self, pct: bool = True) -> str:
         f = (lambda v: f"{100 * v:+.1f}") if pct else (lambda v: f"{v:.3f}")
-        ci = f" [{f(self.lo)}, {f(self.hi)}]" if self.lo is not None else " (no CI: 1 unit)"
+        ci = f" [{f(self.lo)}, {f(self.hi)}]" if self.lo is not None else " (no CI)"
         return f"{f(self.mean)}{ci}"
 
 
@@ -212,20 +212,18 @@ def findings(grid: Grid) -> list[dict]:
     add("(5) AnB+ ≥ baseB (Table 1's boost, layers 1–7)", e5, lambda: e5.mean >= 0,
         "mean of AnB+ − baseB over n = 1–7" + ("; significant (CI above 0)" if e5 and e5.lo and e5.lo > 0 else ""))
 
-    dissimilar = grid.units("dissimilar")
+    high = [6, 7]
+    d = [v for u in grid.units("dissimilar") if (v := grid.diff(u, "transfer", "base", high)) is not None]
+    s = [v for u in similar if (v := grid.diff(u, "transfer", "base", high)) is not None]
     e6 = None
-    if dissimilar and similar:
-        high = [6, 7]
-        d = [grid.diff(u, "transfer", "base", high) for u in dissimilar]
-        s = [grid.diff(u, "transfer", "base", high) for u in similar]
-        d, s = [v for v in d if v is not None], [v for v in s if v is not None]
-        if d and s:
-            e6 = Estimate(float(np.mean(d) - np.mean(s)), None, None, None, len(d) + len(s), len(d) + len(s))
-            if len(d) >= 2 and len(s) >= 2:
-                lo, hi = stats.ttest_ind(d, s, equal_var=False).confidence_interval(0.95)
-                e6 = dataclasses.replace(e6, lo=float(lo), hi=float(hi))
+    if d and s:
+        e6 = Estimate(float(np.mean(d) - np.mean(s)), None, None, None, len(d) + len(s), len(d) + len(s))
+        if len(d) >= 2 and len(s) >= 2:
+            lo, hi = stats.ttest_ind(d, s, equal_var=False).confidence_interval(0.95)
+            e6 = dataclasses.replace(e6, lo=float(lo), hi=float(hi))
     add("(6) the dissimilar split transfers worse at high n", e6, lambda: e6.mean < 0,
-        "(AnB − baseB) at n = 6–7, dissimilar minus random splits")
+        f"(AnB − baseB) at n = 6–7, dissimilar ({len(d)} units) minus random splits ({len(s)}); "
+        "Welch CI with at least 2 of each")
 
     e7 = grid.estimate("random", "transfer", range(1, 8), grid.units())
     add("(7) random frozen weights do worse than transferred ones", e7, lambda: e7.mean < 0,
