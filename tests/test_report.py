@@ -133,3 +133,28 @@ def test_a_dissimilar_split_alone_has_figure3_and_no_empty_figure2(tmp_path):
 def test_report_on_nothing_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="holds no result records"):
         write_report(tmp_path)
+
+
+def test_a_ci_across_zero_is_inconclusive_not_a_verdict_by_the_mean():
+    # Two random splits whose fine-tuned nets disagree: AnB+ − baseB is +3 points in one, −1 in the
+    # other; BnB+ − baseB +2.5 and +3.5. The means (+1, +3) alone would call (5) reproduced and (3)
+    # not; two units' CIs cross 0, so neither is decided.
+    records = []
+    for s, (boost, selffer_plus) in enumerate(((0.03, 0.025), (-0.01, 0.035))):
+        records += [record("baseB", 0, s, 0.7), record("baseA", 0, s, 0.65)]
+        for n in range(1, 8):
+            records += [record("AnB+", n, s, 0.7 + boost), record("BnB+", n, s, 0.7 + selffer_plus),
+                        record("BnB", n, s, 0.7 - (0.03 if (s, n) == (0, 4) else 0)),
+                        record("AnB", n, s, 0.7 - 0.01 * n - 0.01 * s)]
+    verdicts = {f["finding"][:3]: f for f in findings(Grid(records))}
+    assert verdicts["(5)"]["estimate"].mean == pytest.approx(0.01)
+    assert verdicts["(5)"]["verdict"] == "inconclusive: CI includes 0, mean on the paper's side"
+    assert verdicts["(3)"]["estimate"].mean == pytest.approx(0.03)
+    assert verdicts["(3)"]["verdict"] == "inconclusive: more than 1 point off, CI includes 0"
+    # BnB dips 3 points at n = 4 in one split only: a 1.5-point mean drop that two units cannot confirm.
+    assert verdicts["(2)"]["verdict"] == "inconclusive: a drop of over 1 point, CI includes 0"
+    # AnB(7) − AnB(1) is −6 points in both splits: a zero-width CI below 0 decides it.
+    assert verdicts["(4)"]["verdict"] == "reproduced" and verdicts["(1)"]["verdict"] == "reproduced"
+    # With one split there is no CI, and the point estimate decides.
+    one = [r for r in records if r["split_seed"] == 1]
+    assert {f["finding"][:3]: f["verdict"] for f in findings(Grid(one))}["(5)"] == "not reproduced"
