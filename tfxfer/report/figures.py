@@ -32,7 +32,7 @@ def _save(fig, out: Path, stem: str) -> list[Path]:
     return paths
 
 
-def _mean_band(ax, grid: Grid, role: str, units, normalize: bool = False, **line):
+def _mean_band(ax, grid: Grid, role: str, units, normalize: bool = False, band: bool = True, **line):
     est = {}
     for n in grid.ns(role, units):
         vals = [grid.value(u, role, n) - (grid.value(u, "base", 0) if normalize else 0)
@@ -45,7 +45,7 @@ def _mean_band(ax, grid: Grid, role: str, units, normalize: bool = False, **line
     ns = sorted(est)
     means = np.array([np.mean(est[n]) for n in ns])
     ax.plot(ns, means, **line)
-    if all(len(est[n]) > 1 for n in ns):
+    if band and all(len(est[n]) > 1 for n in ns):
         from scipy import stats
 
         half = np.array([stats.sem(est[n]) * stats.t.ppf(0.975, len(est[n]) - 1) for n in ns])
@@ -103,7 +103,13 @@ def figure3(grid: Grid, out: Path) -> list[Path]:
     axes[0].set_title("dissimilar split: AnB and BnA")
     if not random_units:
         axes[1].text(0.5, 0.5, "no random-weights runs yet", ha="center", va="center", transform=axes[1].transAxes)
-    _mean_band(axes[1], grid, "random", random_units, color=STYLE["random"]["color"], marker="s", label="random")
+    # Every run, and their mean without a band: splits' bases differ by many points, so a CI of absolute
+    # accuracy says little; the paired comparison is the normalized panel's.
+    pts = [(n, v) for u in random_units for (r, n), v in grid.cells[u].items() if r == "random"]
+    if pts:
+        axes[1].scatter(*zip(*pts), s=20, color=STYLE["random"]["color"], alpha=0.5, label="random, each split")
+    _mean_band(axes[1], grid, "random", random_units, band=False, color=STYLE["random"]["color"], marker="s",
+               label="random, mean")
     base = [grid.value(u, "base", 0) for u in random_units if grid.value(u, "base", 0) is not None]
     if base:
         axes[1].axhline(np.mean(base), color="black", linestyle=":", label="baseB (mean)")
