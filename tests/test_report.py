@@ -8,7 +8,7 @@ import pytest
 
 from tfxfer.errors import UserError
 from tfxfer.report import write_report
-from tfxfer.report.analysis import Grid, findings, losses, table1
+from tfxfer.report.analysis import Grid, findings, losses, per_unit, table1
 from tfxfer.training.records import RESULT_FIELDS
 
 T_975_DF2 = 4.302652729911275  # Student t, 97.5 % quantile, 2 degrees of freedom
@@ -158,3 +158,21 @@ def test_a_ci_across_zero_is_inconclusive_not_a_verdict_by_the_mean():
     # With one split there is no CI, and the point estimate decides.
     one = [r for r in records if r["split_seed"] == 1]
     assert {f["finding"][:3]: f["verdict"] for f in findings(Grid(one))}["(5)"] == "not reproduced"
+
+
+def test_per_unit_rows_are_each_splits_differences_to_its_base(tmp_path):
+    records = hand_made()
+    rows = {r["split"]: r for r in per_unit(Grid(records))}
+    assert set(rows) == {"random 0", "random 1", "random 2"}
+    assert rows["random 1"]["base"] == pytest.approx(0.62)
+    assert list(rows["random 1"]["diffs"]) == ["BnB", "BnB+", "AnB", "AnB+"]  # the paper's order
+    for t, rel in REL.items():
+        for n in range(1, 8):
+            assert rows["random 1"]["diffs"][t][n] == pytest.approx(rel(1, n), abs=1e-12)
+    for r in records:
+        (tmp_path / r["run_id"]).mkdir()
+        (tmp_path / r["run_id"] / "result.json").write_text(json.dumps(r))
+    write_report(tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    # AnB in split 1 at n = 1..7: −0.01 (n − 1) − 0.003, in points.
+    assert "| random 1 | 0 | B (x, y) | 0.620 | AnB | -0.3 | -1.3 | -2.3 | -3.3 | -4.3 | -5.3 | -6.3 |" in md

@@ -14,6 +14,7 @@ from tfxfer.report.analysis import (
     findings,
     load_records,
     losses,
+    per_unit,
     results_csv,
     table1,
     table3,
@@ -40,6 +41,22 @@ def _acc(e) -> str:
     if e is None:
         return "—"
     return f"{100 * e.mean:.1f}" + (f" ± {100 * (e.hi - e.lo) / 2:.1f}" if e.lo is not None else " (1 seed)")
+
+
+def per_unit_lines(grid: Grid) -> list[str]:
+    rows = per_unit(grid)
+    if not rows:
+        return []
+    lines = ["", "## Per split: top-1 − the target's base net, points", "",
+             "| split | seed | target task (classes) | base top-1 | treatment | " +
+             " | ".join(f"n = {n}" for n in range(1, 8)) + " |", "|---|---|---|---|---|" + "---|" * 7]
+    for row in rows:
+        base = "—" if row["base"] is None else f"{row['base']:.3f}"
+        for treatment, diffs in row["diffs"].items():
+            cells = ["—" if diffs.get(n) is None else f"{100 * diffs[n]:+.1f}" for n in range(1, 8)]
+            lines.append(f"| {row['split']} | {row['seed']} | {row['target']} ({', '.join(row['classes'])}) | "
+                         f"{base} | {treatment} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def table3_lines(records: list[dict]) -> list[str]:
@@ -100,7 +117,7 @@ def markdown(records: list[dict], missing: list[dict], figures: list[Path], heal
     for row in losses(grid):
         lines.append(f"| {row['n']} | {_est(row['coadaptation'])} | {_est(row['specificity'])} | "
                      f"{row['dominant'] or '—'} |")
-    lines += table3_lines(records) + health_lines(list(healths))
+    lines += per_unit_lines(grid) + table3_lines(records) + health_lines(list(healths))
     lines += ["", "## Runs", "", "See results.csv (one row per run)."]
     return "\n".join(lines) + "\n"
 

@@ -136,6 +136,24 @@ class Grid:
                 if (e := Estimate.of([self.value(u, role_, n) for u in units])) is not None}
 
 
+def per_unit(grid: Grid) -> list[dict]:
+    """Each unit's base accuracy and, per treatment and n, top-1 minus it: the numbers behind every
+    CI, one split at a time."""
+    rows = []
+    for unit in grid.units():
+        recs = [r for r in grid.records if (r["split"], r["split_hash"], r["seed"]) == unit[:3]
+                and get_treatment(r["treatment"]).target == unit[3]]
+        base = grid.value(unit, "base", 0)
+        by_treatment: dict[str, dict[int, float | None]] = {}
+        for r in sorted(recs, key=lambda r: (ROLES.index(role(r["treatment"])), r["n"])):
+            if not get_treatment(r["treatment"]).is_base:
+                by_treatment.setdefault(r["treatment"], {})[r["n"]] = None if base is None else r["top1"] - base
+        split = unit[0] + (f" {recs[0]['split_seed']}" if recs[0]["split_seed"] is not None else "")
+        rows.append({"split": split, "seed": unit[2], "target": unit[3], "classes": recs[0]["classes"],
+                     "base": base, "diffs": by_treatment})
+    return rows
+
+
 def table1(grid: Grid) -> list[dict]:
     """Mean boost of AnB+ over baseB and over BnB+ for the paper's layer ranges (random splits)."""
     units = grid.units(exclude_kind="dissimilar")
