@@ -12,6 +12,7 @@ from conftest import tiny_config
 from helpers import run_tfxfer, tfxfer, write_config
 from tfxfer.errors import UserError
 from tfxfer.experiments.claims import CLAIM_FILE, read_claim, try_claim
+from tfxfer.experiments.grid import Progress
 from tfxfer.experiments.planner import plan_experiment
 
 GRID = {"splits": [{"kind": "random", "seed": 0}], "treatments": ["BnB", "AnB"], "n": [1, 3]}
@@ -40,6 +41,25 @@ def test_plan_orders_bases_first_and_skips_finished(tmp_path):
     ready = {r.run_id for r in plan.ready(finished)}
     assert bases[0].run_id not in ready
     assert {r.run_id for r in plan.runs if plan.deps[r.run_id] == bases[0].run_id} <= ready
+
+
+def test_eta_prices_each_run_left_at_what_its_kind_took(tmp_path):
+    plan = plan_experiment(tiny_config(tmp_path, experiment=GRID))  # baseA, baseB, BnB and AnB at n = 1, 3
+    out = tmp_path / "runs"
+    ids = {(r.treatment, r.n): r.run_id for r in plan.runs}
+    took = {("baseA", 0): 120.0, ("baseB", 0): 100.0, ("BnB", 1): 50.0, ("BnB", 3): 5.0}
+    for key, wall_s in took.items():
+        (out / ids[key]).mkdir(parents=True)
+        (out / ids[key] / "result.json").write_text(json.dumps({"wall_s": wall_s}))
+    # AnB1 and AnB3 are left: frozen runs at n = 1 and 3 took 50 s and 5 s, so 55 s — not the
+    # 68.75 s a mean over all four finished runs would say for each.
+    line = Progress(plan, out).line()
+    assert "4/6 done, 0 running, 2 waiting" in line and line.endswith("ETA 0m55s")
+    # A kind with no finished run yet is priced at the mean of all finished runs.
+    (out / ids[("BnB", 3)] / "result.json").unlink()
+    (out / ids[("AnB", 1)]).mkdir()
+    (out / ids[("AnB", 1)] / "result.json").write_text(json.dumps({"wall_s": 30.0}))
+    assert Progress(plan, out).line().endswith("ETA 2m30s")  # BnB3 and AnB3: (120 + 100 + 50 + 30) / 4 each
 
 
 def test_a_split_entry_may_narrow_the_grid_for_itself(tmp_path):

@@ -19,6 +19,7 @@ from tfxfer.experiments.claims import CLAIM_FILE, is_stale, read_claim, try_clai
 from tfxfer.experiments.planner import Plan
 from tfxfer.experiments.runner import run
 from tfxfer.training.records import atomic_write_text, read_result
+from tfxfer.treatments import get_treatment
 
 PLAN_FILE = "plan.json"
 
@@ -33,21 +34,40 @@ def write_plan(plan: Plan, config: Config, out: Path) -> None:
 
 
 class Progress:
-    """Runs done / running / left with an ETA, from what is on disk (so it counts every process)."""
+    """Runs done / running / left with an ETA, from what is on disk (so it counts every process).
 
-    def __init__(self, plan: Plan, out: Path, jobs: int = 1):
-        self.plan, self.out, self.jobs = plan, out, jobs
-        self.start, self.done_at_start = time.time(), len(plan.finished(out))
+    The ETA prices each run left at what finished runs of its kind took (their records' wall_s):
+    frozen runs by n, since the cached prefix makes them cost less the more layers they copy;
+    base and fine-tuned runs alike. A grid's frozen runs can cost a hundredth of its others, so a
+    mean over all runs so far would be off by a factor of two or more."""
+
+    def __init__(self, plan: Plan, out: Path):
+        self.plan, self.out = plan, out
+        self.start = time.time()
 
     def line(self) -> str:
         done = self.plan.finished(self.out)
         running = sum(1 for r in self.plan.runs if r.run_id not in done and _claimed(self.out / r.run_id))
-        left = len(self.plan.runs) - len(done)
-        new = len(done) - self.done_at_start
-        elapsed = time.time() - self.start
-        eta = f"ETA {_duration(elapsed / new * left)}" if new and left else ("done" if not left else "ETA ?")
-        return (f"[grid] {len(done)}/{len(self.plan.runs)} done, {running} running, {left - running} waiting; "
-                f"{_duration(elapsed)} elapsed, {eta}")
+        left = [r for r in self.plan.runs if r.run_id not in done]
+        cost: dict[object, list[float]] = {}
+        for r in self.plan.runs:
+            if r.run_id in done:
+                cost.setdefault(_cost_kind(r), []).append(read_result(self.out / r.run_id)["wall_s"])
+        if not left:
+            eta = "done"
+        elif cost:
+            every = [w for ws in cost.values() for w in ws]
+            seconds = sum(sum(ws) / len(ws) for ws in (cost.get(_cost_kind(r), every) for r in left))
+            eta = f"ETA {_duration(seconds / max(running, 1))}"
+        else:
+            eta = "ETA ?"
+        return (f"[grid] {len(done)}/{len(self.plan.runs)} done, {running} running, {len(left) - running} waiting; "
+                f"{_duration(time.time() - self.start)} elapsed, {eta}")
+
+
+def _cost_kind(spec) -> object:
+    t = get_treatment(spec.treatment)
+    return ("frozen", spec.n) if not (t.is_base or t.fine_tune) else "trained in full"
 
 
 def _claimed(run_dir: Path) -> bool:
@@ -119,7 +139,7 @@ def run_workers(config_path: str, flags: list[str], plan: Plan, out: Path, jobs:
         procs.append((subprocess.Popen([sys.executable, "-m", "tfxfer", "experiment", config_path, *flags,
                                         "--jobs", "1", "--quiet"], env=env, stdout=log, stderr=subprocess.STDOUT),
                       log))
-    progress = Progress(plan, out, jobs)
+    progress = Progress(plan, out)
     try:
         while any(p.poll() is None for p, _ in procs):
             print(progress.line(), flush=True)
