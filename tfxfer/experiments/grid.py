@@ -44,6 +44,7 @@ class Progress:
     def __init__(self, plan: Plan, out: Path):
         self.plan, self.out = plan, out
         self.start = time.time()
+        self._wall_s: dict[str, float] = {}  # a finished record does not change: read it once
 
     def line(self) -> str:
         done = self.plan.finished(self.out)
@@ -52,7 +53,9 @@ class Progress:
         cost: dict[object, list[float]] = {}
         for r in self.plan.runs:
             if r.run_id in done:
-                cost.setdefault(_cost_kind(r), []).append(read_result(self.out / r.run_id)["wall_s"])
+                if r.run_id not in self._wall_s:
+                    self._wall_s[r.run_id] = read_result(self.out / r.run_id)["wall_s"]
+                cost.setdefault(_cost_kind(r), []).append(self._wall_s[r.run_id])
         if not left:
             eta = "done"
         elif cost:

@@ -102,10 +102,12 @@ class Grid:
         records = [r for r in records if variant(r) is None]
         self.records = records
         self.cells: dict[tuple, dict[tuple[str, int], float]] = {}
+        self.records_of: dict[tuple, list[dict]] = {}
         for r in records:
             target = get_treatment(r["treatment"]).target
             unit = (r["split"], r["split_hash"], r["seed"], target)
             self.cells.setdefault(unit, {})[(role(r["treatment"]), r["n"])] = r["top1"]
+            self.records_of.setdefault(unit, []).append(r)
 
     def units(self, split_kind: str | None = None, exclude_kind: str | None = None) -> list[tuple]:
         """Units with at least one treatment (a base net alone, e.g. the source of AnB, compares nothing)."""
@@ -141,8 +143,7 @@ def per_unit(grid: Grid) -> list[dict]:
     CI, one split at a time."""
     rows = []
     for unit in grid.units():
-        recs = [r for r in grid.records if (r["split"], r["split_hash"], r["seed"]) == unit[:3]
-                and get_treatment(r["treatment"]).target == unit[3]]
+        recs = grid.records_of[unit]
         base = grid.value(unit, "base", 0)
         by_treatment: dict[str, dict[int, float | None]] = {}
         for r in sorted(recs, key=lambda r: (ROLES.index(role(r["treatment"])), r["n"])):
@@ -195,9 +196,11 @@ def _approx_zero(e: Estimate, tol: float = 0.01) -> str:
 
 def _direction(e: Estimate, paper_sign: int) -> str:
     """A directional finding: reproduced when the CI lies on the paper's side of 0, not when it lies on the other."""
-    lo, hi = sorted((e.lo * paper_sign, e.hi * paper_sign)) if e.lo is not None else (None, None)
-    if lo is None or lo > 0 or hi < 0:
-        return _said((lo if lo is not None else e.mean * paper_sign) >= 0)
+    if e.lo is None:
+        return _said(e.mean * paper_sign >= 0)
+    lo, hi = sorted((e.lo * paper_sign, e.hi * paper_sign))
+    if lo > 0 or hi < 0:
+        return _said(lo > 0)
     side = "the paper's" if e.mean * paper_sign >= 0 else "the other"
     return f"inconclusive: CI includes 0, mean on {side} side"
 

@@ -32,6 +32,11 @@ def _save(fig, out: Path, stem: str) -> list[Path]:
     return paths
 
 
+def _runs(grid: Grid, role: str, units, offset: float = 0.0) -> list[tuple[float, float]]:
+    """(n, top-1) of every run of the role in the units, n shifted by offset so roles sit side by side."""
+    return [(n + offset, v) for u in units for (r, n), v in grid.cells[u].items() if r == role]
+
+
 def _mean_band(ax, grid: Grid, role: str, units, normalize: bool = False, band: bool = True, **line):
     est = {}
     for n in grid.ns(role, units):
@@ -61,7 +66,7 @@ def figure2(grid: Grid, out: Path) -> list[Path]:
         return []
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
     for role in ("base", "selffer", "selffer+", "transfer", "transfer+"):
-        pts = [(n + OFFSETS[role], v) for u in units for (r, n), v in grid.cells[u].items() if r == role]
+        pts = _runs(grid, role, units, OFFSETS[role])
         if pts:
             xs, ys = zip(*pts)
             ax1.scatter(xs, ys, s=36, linewidths=0.8, label=LABELS[role],
@@ -105,7 +110,7 @@ def figure3(grid: Grid, out: Path) -> list[Path]:
         axes[1].text(0.5, 0.5, "no random-weights runs yet", ha="center", va="center", transform=axes[1].transAxes)
     # Every run, and their mean without a band: splits' bases differ by many points, so a CI of absolute
     # accuracy says little; the paired comparison is the normalized panel's.
-    pts = [(n, v) for u in random_units for (r, n), v in grid.cells[u].items() if r == "random"]
+    pts = _runs(grid, "random", random_units)
     if pts:
         axes[1].scatter(*zip(*pts), s=20, color=STYLE["random"]["color"], alpha=0.5, label="random, each split")
     _mean_band(axes[1], grid, "random", random_units, band=False, color=STYLE["random"]["color"], marker="s",
