@@ -21,7 +21,10 @@ def same(a, b):
 
 
 def test_names_and_sources():
-    assert set(TREATMENTS) == {"baseA", "baseB", "AnB", "AnB+", "BnB", "BnB+", "BnA", "BnA+", "AnA", "AnA+", "random"}
+    assert set(TREATMENTS) == {"baseA", "baseB", "AnB", "AnB+", "BnB", "BnB+", "BnA", "BnA+", "AnA", "AnA+", "random",
+                               "baseA-long", "baseB-long"}
+    assert get_treatment("baseB-long").is_base and get_treatment("baseB-long").epochs_factor == 2
+    assert get_treatment("AnB+").control == "baseB-long" and get_treatment("AnB").control is None
     assert get_treatment("AnB").base_treatment == "baseA" and get_treatment("AnB").target == "B"
     assert get_treatment("BnA+").base_treatment == "baseB" and get_treatment("BnA+").fine_tune
     assert get_treatment("random").base_treatment is None and get_treatment("random").target == "B"

@@ -19,6 +19,7 @@ PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
 SPLIT_KINDS = ("random", "dissimilar", "explicit")
 OPTIMIZERS = ("sgd", "adam")
+SCHEDULES = ("step", "cosine", "linear")
 
 
 @dataclasses.dataclass
@@ -85,8 +86,14 @@ class RecipeConfig:
     """The paper's Caffe recipe by default: SGD, momentum 0.9, lr 0.01, wd 5e-4, ×0.1 steps, dropout 0.5."""
 
     optimizer: str = "sgd"
-    lr: float = 0.01
+    lr: float = 0.01  # the peak learning rate of the cosine and linear schedules
     momentum: float = 0.9
+    nesterov: bool = False  # Nesterov momentum (SGD)
+    # step: ×lr_decay steps; cosine / linear: from lr down to 0 over training, after a linear
+    # warm-up from 0 over warmup_epochs (linear after a warm-up is the one-cycle schedule).
+    schedule: str = "step"
+    warmup_epochs: float = 0.0
+    label_smoothing: float = 0.0
     weight_decay: float = 5e-4
     lr_decay: float = 0.1  # multiply the learning rate by this ...
     lr_step_epochs: int | None = None  # ... every this many epochs (null: at 50 % and 75 % of training)
@@ -101,6 +108,10 @@ class RecipeConfig:
         _check(self.optimizer in OPTIMIZERS, at, "optimizer", self.optimizer, ", ".join(OPTIMIZERS))
         _check(self.lr > 0, at, "lr", self.lr, "a number > 0")
         _check(0 <= self.momentum < 1, at, "momentum", self.momentum, "a number in [0, 1)")
+        _check(self.schedule in SCHEDULES, at, "schedule", self.schedule, ", ".join(SCHEDULES))
+        _check(0 <= self.warmup_epochs < self.epochs, at, "warmup_epochs", self.warmup_epochs,
+               f"a number of epochs in [0, epochs = {self.epochs})")
+        _check(0 <= self.label_smoothing < 1, at, "label_smoothing", self.label_smoothing, "a number in [0, 1)")
         _check(self.weight_decay >= 0, at, "weight_decay", self.weight_decay, "a number >= 0")
         _check(0 < self.lr_decay <= 1, at, "lr_decay", self.lr_decay, "a number in (0, 1]")
         _check(self.lr_step_epochs is None or self.lr_step_epochs > 0, at, "lr_step_epochs", self.lr_step_epochs,
@@ -143,6 +154,9 @@ class ExperimentConfig:
     # scratch as baseB, once per seed, besides the grid above (set treatments: [] for only these).
     variants: list[str] | None = None
     seeds: list[int] | None = None  # every run of the experiment once per seed; null: the top-level seed
+    # Fine-tuned treatments (AnB+, BnB+, ...) whose equal-training control to plan: their target's
+    # base net trained for the base's epochs plus the treatment's (baseB-long), one per split.
+    controls: list[str] = dataclasses.field(default_factory=list)
 
     def grid(self, entry: dict) -> tuple[dict, list[str], list[int]]:
         """A splits entry as (its split section, its treatments, its n values)."""
@@ -151,7 +165,7 @@ class ExperimentConfig:
 
     def validate(self, at):
         from tfxfer.models.registry import VARIANTS
-        from tfxfer.treatments import N_MAX, TREATMENTS
+        from tfxfer.treatments import N_MAX, TREATMENTS, control_of
 
         grids = [(at, self.treatments, self.n)]
         for i, entry in enumerate(self.splits or []):
@@ -168,6 +182,9 @@ class ExperimentConfig:
                 _check(t in TREATMENTS, where, "treatments", t, ", ".join(TREATMENTS))
             for n in ns:
                 _check(isinstance(n, int) and 1 <= n <= N_MAX, where, "n", n, f"integers in 1..{N_MAX}")
+        for t in self.controls:
+            _check(t in TREATMENTS, at, "controls", t, ", ".join(TREATMENTS))
+            control_of(t)
         for v in self.variants or []:
             _check(v in VARIANTS, at, "variants", v, "names of arch variants: " + ", ".join(VARIANTS))
         _check(self.seeds is None or len(self.seeds) > 0, at, "seeds", self.seeds, "a non-empty list of integers or null")
@@ -175,7 +192,7 @@ class ExperimentConfig:
 
 # Recipe keys a search may vary, and how keras-tuner searches them.
 TUNABLE = ("optimizer", "lr", "momentum", "weight_decay", "lr_decay", "lr_step_epochs", "batch_size", "epochs",
-           "dropout")
+           "dropout", "schedule", "warmup_epochs", "label_smoothing")
 TUNERS = ("random", "bayesian", "hyperband")
 
 

@@ -8,6 +8,9 @@ network is trained on, and whether the copied layers are frozen or fine-tuned:
     AnB, BnA          transfer: layers 1..n from the other task's base, frozen
     XnY+              the same with the copied layers fine-tuned (all layers learn)
     random            layers 1..n of a seeded random network (the same for every n), frozen; trained on B
+    baseA-long, baseB-long
+                      the equal-training control: the base net trained from scratch for as many
+                      epochs as a fine-tuned treatment's network saw in all (its base's and its own)
 """
 from __future__ import annotations
 
@@ -30,10 +33,18 @@ class Treatment:
     source: str | None  # the task whose base net layers 1..n are copied from; None: no copy
     target: str  # the task trained on and tested on
     fine_tune: bool  # copied layers learn (True) or stay frozen (False)
+    epochs_factor: int = 1  # trained for this many times the recipe's epochs
 
     @property
     def is_base(self) -> bool:
-        return self.name in ("baseA", "baseB")
+        """Trained from scratch, with no n: the base nets and their equal-training controls."""
+        return self.source is None and self.name != "random"
+
+    @property
+    def control(self) -> str | None:
+        """The equal-training control of a fine-tuned copy (AnB+ → baseB-long): the target's base
+        net trained as long as the copy's layers were in all. Frozen copies and base nets have none."""
+        return f"base{self.target}-long" if self.source and self.fine_tune else None
 
     @property
     def base_treatment(self) -> str | None:
@@ -43,6 +54,7 @@ class Treatment:
 
 def _all() -> dict[str, Treatment]:
     out = {f"base{t}": Treatment(f"base{t}", None, t, True) for t in "AB"}
+    out.update({f"base{t}-long": Treatment(f"base{t}-long", None, t, True, epochs_factor=2) for t in "AB"})
     for src in "AB":
         for tgt in "AB":
             out[f"{src}n{tgt}"] = Treatment(f"{src}n{tgt}", src, tgt, False)
@@ -58,6 +70,15 @@ def get_treatment(name: str) -> Treatment:
     if name not in TREATMENTS:
         raise UserError(f"treatment {name!r} is unknown; allowed: {', '.join(TREATMENTS)}")
     return TREATMENTS[name]
+
+
+def control_of(name: str) -> str:
+    """The equal-training control's treatment name for `name`, or a UserError naming those that have one."""
+    control = get_treatment(name).control
+    if control is None:
+        having = ", ".join(t.name for t in TREATMENTS.values() if t.control)
+        raise UserError(f"treatment {name!r} has no equal-training control (only fine-tuned copies do: {having})")
+    return control
 
 
 def check_n(treatment: Treatment, n: int | None) -> int:
@@ -90,7 +111,8 @@ def build_treatment(name: str, n: int, spec: ArchSpec, num_classes: int, *, base
     # Each treatment draws its own initialization: were BnB's upper layers re-initialized exactly as
     # baseB's were, it would be biased toward rediscovering baseB's co-adapted features.
     init_seed = seed if t.is_base else layer_seed(seed, f"{name}{n}")
-    model = build_model(spec, num_classes, seed=init_seed, name=f"{name.replace('+', '_ft')}{n or ''}", **model_kwargs)
+    label = name.replace("+", "_ft").replace("-", "_")
+    model = build_model(spec, num_classes, seed=init_seed, name=f"{label}{n or ''}", **model_kwargs)
     if name == "random":
         # Layers 1..n of one seeded random network, the same for every n: the random prefix (and
         # its cached outputs) is shared by all n, as a base net's is by AnB at every n.

@@ -8,7 +8,7 @@ from pathlib import Path
 from tfxfer.config import Config, SplitConfig
 from tfxfer.errors import UserError
 from tfxfer.experiments.runspec import RunSpec
-from tfxfer.treatments import get_treatment
+from tfxfer.treatments import control_of, get_treatment
 
 
 @dataclasses.dataclass
@@ -61,6 +61,9 @@ def plan_experiment(config: Config, only: Sequence[int] = ()) -> Plan:
                         if base is not None:
                             runs.setdefault(base.run_id, base)
                     runs.setdefault(spec.run_id, spec)
+                    if name in exp.controls:  # one control per target, shared by every n and treatment
+                        control = RunSpec(control_of(name), 0, cfg)
+                        runs.setdefault(control.run_id, control)
         # Table 3: each variant, and the arch as registered to compare with, from scratch on task B.
         for variant in [None, *exp.variants] if exp.variants else []:
             cfg = dataclasses.replace(config, seed=seed, arch=dataclasses.replace(config.arch, variant=variant))

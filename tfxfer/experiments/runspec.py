@@ -12,6 +12,10 @@ from tfxfer.treatments import check_n, get_treatment
 # Sections that change what a run computes. `out` is where it goes and `training` how it is
 # spread over devices, neither of which makes it a different network.
 _IDENTITY = ("dataset", "split", "arch", "recipe", "seed")
+# Keys added after runs existed, with the value every earlier run had: left out of the hash while
+# they have it, so the ids of those runs (and their finished results) stay valid.
+_ADDED_LATER = {("arch", "variant"): None, ("recipe", "nesterov"): False, ("recipe", "schedule"): "step",
+                ("recipe", "warmup_epochs"): 0.0, ("recipe", "label_smoothing"): 0.0}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,12 +36,24 @@ class RunSpec:
     @property
     def run_id(self) -> str:
         cfg = self.config.to_dict()
-        if cfg["arch"]["variant"] is None:
-            # Added after runs existed: left out when unset, so their ids (and finished runs) stay valid.
-            del cfg["arch"]["variant"]
+        for (section, key), old in _ADDED_LATER.items():
+            if cfg[section][key] == old:
+                del cfg[section][key]
         ident = {"treatment": self.treatment, "n": self.n, **{k: cfg[k] for k in _IDENTITY}}
         digest = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:10]
         return f"{self.treatment}{self.n or ''}-{digest}"
+
+    @property
+    def trained_config(self) -> Config:
+        """The config this run trains with: the experiment's, with the epochs (and any step schedule's
+        step) stretched for a treatment trained longer, so its schedule has the same shape."""
+        factor = get_treatment(self.treatment).epochs_factor
+        if factor == 1:
+            return self.config
+        r = self.config.recipe
+        recipe = dataclasses.replace(r, epochs=r.epochs * factor,
+                                     lr_step_epochs=r.lr_step_epochs and r.lr_step_epochs * factor)
+        return dataclasses.replace(self.config, recipe=recipe)
 
     @property
     def base(self) -> "RunSpec | None":

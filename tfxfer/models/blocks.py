@@ -47,29 +47,65 @@ class LocalResponseNorm(keras.layers.Layer):
         return {**super().get_config(), "size": self.size, "alpha": self.alpha, "beta": self.beta, "k": self.k}
 
 
+@keras.saving.register_keras_serializable(package="tfxfer")
+class FusedBatchNorm(keras.layers.BatchNormalization):
+    """Keras's BatchNormalization (same weights, config and semantics: inference mode whenever the
+    layer is frozen) computed by TensorFlow's fused kernel on NHWC maps. Keras casts a whole
+    bfloat16 map to float32 to take its moments, which halved the training speed of a cifar8 with
+    batch norm on the 2-core CPU (about 1000 vs 2000 img/s); the fused kernel reads bfloat16 and
+    keeps its statistics in float32."""
+
+    def call(self, inputs, training=None, mask=None):
+        import tensorflow as tf
+
+        if len(inputs.shape) != 4 or self.axis not in (-1, 3) or mask is not None or self.renorm \
+                or keras.backend.backend() != "tensorflow":
+            return super().call(inputs, training=training, mask=mask)
+        channels = inputs.shape[-1]
+        gamma = tf.cast(self.gamma, tf.float32) if self.scale else tf.ones([channels])
+        beta = tf.cast(self.beta, tf.float32) if self.center else tf.zeros([channels])
+        x = tf.cast(inputs, self.compute_dtype)
+        if training and self.trainable:
+            y, mean, variance = tf.compat.v1.nn.fused_batch_norm(x, gamma, beta, epsilon=self.epsilon,
+                                                                 is_training=True)[:3]
+            m = self.momentum
+            self.moving_mean.assign(self.moving_mean * m + mean * (1.0 - m))
+            self.moving_variance.assign(self.moving_variance * m + variance * (1.0 - m))
+            return y
+        return tf.compat.v1.nn.fused_batch_norm(x, gamma, beta, mean=self.moving_mean, variance=self.moving_variance,
+                                                epsilon=self.epsilon, is_training=False)[0]
+
+
 def _initializer(kind: str, seed: int):
     return keras.initializers.HeNormal(seed=seed) if kind == "he" else keras.initializers.GlorotUniform(seed=seed)
 
 
 @keras.saving.register_keras_serializable(package="tfxfer")
 class ConvBlock(keras.layers.Layer):
-    """conv → ReLU → [max-pool] → [LRN], as one named layer (conv1..conv5)."""
+    """conv → [batch norm] → ReLU → [max-pool] → [LRN], as one named layer (conv1..conv5).
+
+    Frozen (`trainable = False`), the batch norm runs in inference mode: its statistics stay the
+    copied ones, as Keras does for a frozen BatchNormalization."""
 
     def __init__(self, filters, kernel, stride=1, padding="same", pre_pad=0, pool=None,
-                 pool_padding="valid", lrn=False, seed=0, weight_decay=0.0, renorm_radius=None, **kwargs):
+                 pool_padding="valid", lrn=False, batch_norm=False, seed=0, weight_decay=0.0, renorm_radius=None,
+                 **kwargs):
         super().__init__(**kwargs)
         self.cfg = dict(filters=filters, kernel=kernel, stride=stride, padding=padding, pre_pad=pre_pad,
-                        pool=pool, pool_padding=pool_padding, lrn=lrn, seed=seed,
+                        pool=pool, pool_padding=pool_padding, lrn=lrn, batch_norm=batch_norm, seed=seed,
                         weight_decay=weight_decay, renorm_radius=renorm_radius)
         # Caffe's weight decay adds wd*w to the gradient; Keras's L2(l) adds 2*l*w.
         reg = keras.regularizers.L2(weight_decay / 2) if weight_decay else None
         self.pad = keras.layers.ZeroPadding2D(pre_pad, dtype=self.dtype_policy) if pre_pad else None
+        # With batch norm the ReLU comes after it, and its offset stands in for the conv's bias.
         self.conv = keras.layers.Conv2D(
-            filters, kernel, strides=stride, padding=padding, activation="relu",
-            kernel_initializer=_initializer("he", seed), bias_initializer="zeros",
+            filters, kernel, strides=stride, padding=padding, activation=None if batch_norm else "relu",
+            use_bias=not batch_norm, kernel_initializer=_initializer("he", seed), bias_initializer="zeros",
             kernel_regularizer=reg, kernel_constraint=FilterRenorm(renorm_radius) if renorm_radius else None,
             dtype=self.dtype_policy, name="conv",
         )
+        self.bn = FusedBatchNorm(dtype=self.dtype_policy, name="bn") if batch_norm else None
+        self.relu = keras.layers.ReLU(dtype=self.dtype_policy, name="relu") if batch_norm else None
         self.pool = (keras.layers.MaxPooling2D(pool[0], pool[1], padding=pool_padding, dtype=self.dtype_policy)
                      if pool else None)
         self.norm = LocalResponseNorm(dtype=self.dtype_policy) if lrn else None
@@ -81,11 +117,11 @@ class ConvBlock(keras.layers.Layer):
             shape = layer.compute_output_shape(shape)
 
     def sublayers(self):
-        return [layer for layer in (self.pad, self.conv, self.pool, self.norm) if layer is not None]
+        return [layer for layer in (self.pad, self.conv, self.bn, self.relu, self.pool, self.norm) if layer is not None]
 
-    def call(self, x):
+    def call(self, x, training=None):
         for layer in self.sublayers():
-            x = layer(x)
+            x = layer(x, training=training) if layer is self.bn else layer(x)
         return x
 
     def compute_output_shape(self, input_shape):

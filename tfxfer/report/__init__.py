@@ -10,7 +10,9 @@ from pathlib import Path
 
 from tfxfer.errors import UserError
 from tfxfer.report.analysis import (
+    CONVERGED_GAIN,
     Grid,
+    convergence,
     findings,
     load_records,
     losses,
@@ -56,6 +58,26 @@ def per_unit_lines(grid: Grid) -> list[str]:
             cells = ["—" if diffs.get(n) is None else f"{100 * diffs[n]:+.1f}" for n in range(1, 8)]
             lines.append(f"| {row['split']} | {row['seed']} | {row['target']} ({', '.join(row['classes'])}) | "
                          f"{base} | {treatment} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def convergence_lines(records: list[dict]) -> list[str]:
+    rows = convergence(records)
+    if not rows:
+        return []
+    lines = ["", "## Convergence of the base nets", "",
+             (f"Validation top-1 of the last epochs; converged when the same recipe run with twice the epochs "
+              f"(the equal-training control) ends less than {100 * CONVERGED_GAIN:g} point higher. "
+              "\"not measured\": no such run for this base net."), "",
+             "| base net | split | epochs | test top-1 | val top-1, last epochs | 2× run: epochs, val top-1 | gain | converged |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        split = r["split"] + (f" {r['split_seed']}" if r["split_seed"] is not None else "")
+        last = ", ".join(f"{v:.3f}" for v in r["val_top1_last"]) or "—"
+        long = "—" if r["long_run_id"] is None else f"{r['long_epochs']}, {r['long_val_top1']:.3f}"
+        gain = "—" if r["gain"] is None else f"{100 * r['gain']:+.1f}"
+        flag = "not measured" if r["converged"] is None else ("yes" if r["converged"] else "no")
+        lines.append(f"| {r['run_id']} | {split} | {r['epochs']} | {r['top1']:.3f} | {last} | {long} | {gain} | {flag} |")
     return lines
 
 
@@ -109,9 +131,12 @@ def markdown(records: list[dict], missing: list[dict], figures: list[Path], heal
     for f in findings(grid):
         lines.append(f"| {f['finding']} | {_est(f['estimate'])} | {f['verdict']} | {f['note']} |")
     lines += ["", "## Table 1: boost of AnB+ (random splits)", "",
-              "| layers aggregated | mean boost over baseB | mean boost over selffer BnB+ |", "|---|---|---|"]
+              "| layers aggregated | mean boost over baseB | mean boost over selffer BnB+ | "
+              "boost over the equal-training base net (baseB-long) |", "|---|---|---|---|"]
     for row in table1(grid):
-        lines.append(f"| {row['layers']} | {_est(row['over_base'])} | {_est(row['over_selffer_plus'])} |")
+        lines.append(f"| {row['layers']} | {_est(row['over_base'])} | {_est(row['over_selffer_plus'])} | "
+                     f"{_est(row['over_equal_training'])} |")
+    lines += convergence_lines(records)
     lines += ["", "## Co-adaptation and specificity per n (random splits)", "",
               "| n | co-adaptation loss (baseB − BnB) | specificity loss (BnB − AnB) | dominant |", "|---|---|---|---|"]
     for row in losses(grid):

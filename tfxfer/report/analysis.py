@@ -20,16 +20,18 @@ from scipy import stats
 from tfxfer.training.records import RESULT_FIELDS
 from tfxfer.treatments import get_treatment
 
-ROLES = ("base", "selffer", "selffer+", "transfer", "transfer+", "random")
+ROLES = ("base", "selffer", "selffer+", "transfer", "transfer+", "random", "base-long")
 LABELS = {"base": "baseB", "selffer": "BnB", "selffer+": "BnB+", "transfer": "AnB", "transfer+": "AnB+",
-          "random": "random"}
+          "random": "random", "base-long": "baseB-long"}
+# A base net is converged when the same recipe with twice the epochs gains less than this in validation top-1.
+CONVERGED_GAIN = 0.005
 TABLE1_RANGES = ((1, 7), (3, 7), (5, 7))
 
 
 def role(treatment: str) -> str:
     t = get_treatment(treatment)
     if t.is_base:
-        return "base"
+        return "base-long" if t.epochs_factor > 1 else "base"
     if t.source is None:
         return "random"
     kind = "selffer" if t.source == t.target else "transfer"
@@ -47,7 +49,7 @@ def results_csv(records: list[dict]) -> str:
     columns = [f for f in RESULT_FIELDS if f != "config"]
     writer.writerow(columns)
     for r in records:
-        writer.writerow([" ".join(r[c]) if c == "classes" else r.get(c) for c in columns])
+        writer.writerow([" ".join(map(str, v)) if isinstance(v := r.get(c), list) else v for c in columns])
     return buf.getvalue()
 
 
@@ -116,7 +118,7 @@ class Grid:
                 and any(r != "base" for r, _ in cells)]
 
     def value(self, unit, role_: str, n: int) -> float | None:
-        return self.cells[unit].get((role_, 0 if role_ == "base" else n))
+        return self.cells[unit].get((role_, 0 if role_.startswith("base") else n))
 
     def ns(self, role_: str, units=None) -> list[int]:
         units = units if units is not None else list(self.cells)
@@ -162,7 +164,40 @@ def table1(grid: Grid) -> list[dict]:
     for lo, hi in TABLE1_RANGES:
         ns = range(lo, hi + 1)
         rows.append({"layers": f"{lo}-{hi}", "over_base": grid.estimate("transfer+", "base", ns, units),
-                     "over_selffer_plus": grid.estimate("transfer+", "selffer+", ns, units)})
+                     "over_selffer_plus": grid.estimate("transfer+", "selffer+", ns, units),
+                     "over_equal_training": grid.estimate("transfer+", "base-long", ns, units)})
+    return rows
+
+
+def _final_val(record: dict) -> float | None:
+    last = record.get("val_top1_last")
+    return last[-1] if last else record.get("best_val_top1")
+
+
+def convergence(records: list[dict]) -> list[dict]:
+    """Per base net: the validation top-1 of its last epochs and, where the same recipe was also
+    run with twice the epochs (its equal-training control), that run's final validation top-1, the
+    gain, and `converged` (gain < CONVERGED_GAIN; None when no such run exists)."""
+    def key(r):  # the same data, split, arch, recipe and seed: only the epochs differ
+        cfg = json.loads(json.dumps(r.get("config") or {}))
+        cfg.get("recipe", {}).pop("epochs", None)
+        cfg.pop("out", None)
+        return r["split_hash"], get_treatment(r["treatment"]).target, json.dumps(cfg, sort_keys=True)
+
+    longs = {key(r): r for r in records if role(r["treatment"]) == "base-long"}
+    rows = []
+    for r in records:
+        if role(r["treatment"]) != "base":
+            continue
+        long = longs.get(key(r))
+        gain = None
+        if long is not None and _final_val(long) is not None and _final_val(r) is not None:
+            gain = _final_val(long) - _final_val(r)
+        rows.append({"run_id": r["run_id"], "treatment": r["treatment"], "split": r["split"],
+                     "split_seed": r["split_seed"], "epochs": r["epochs"], "top1": r["top1"],
+                     "val_top1_last": r.get("val_top1_last") or [], "long_run_id": long and long["run_id"],
+                     "long_epochs": long and long["epochs"], "long_val_top1": long and _final_val(long),
+                     "gain": gain, "converged": None if gain is None else gain < CONVERGED_GAIN})
     return rows
 
 
@@ -236,6 +271,12 @@ def findings(grid: Grid) -> list[dict]:
 
     e3 = grid.estimate("selffer+", "base", range(1, 8), similar)
     add("(3) BnB+ ≈ baseB", e3, lambda: _approx_zero(e3), "mean of BnB+ − baseB over n = 1–7")
+    # BnB+'s layers 1..n trained for the base's epochs and then its own: against a base net trained
+    # that long, a gain over baseB that is only extra training vanishes.
+    e3b = grid.estimate("selffer+", "base-long", range(1, 8), similar)
+    if e3b is not None:
+        add("(3b) BnB+ ≈ baseB trained as long (equal-training control)", e3b, lambda: _approx_zero(e3b),
+            "mean of BnB+ − baseB-long over n = 1–7")
 
     e4 = None
     ns = grid.ns("transfer", similar)
@@ -250,9 +291,13 @@ def findings(grid: Grid) -> list[dict]:
         f"AnB(n = {ns[-1] if ns else '?'}) − AnB(n = {ns[0] if ns else '?'}); dominant effect at n ≥ 6: "
         f"{dominant}")
 
-    e5 = table1(grid)[0]["over_base"]
+    t1 = table1(grid)[0]
+    e5, e5b = t1["over_base"], t1["over_equal_training"]
     add("(5) AnB+ ≥ baseB (Table 1's boost, layers 1–7)", e5, lambda: _direction(e5, +1),
         "mean of AnB+ − baseB over n = 1–7")
+    if e5b is not None:
+        add("(5b) AnB+ ≥ baseB trained as long (the boost that extra training cannot explain)", e5b,
+            lambda: _direction(e5b, +1), "mean of AnB+ − baseB-long over n = 1–7")
 
     high = [6, 7]
     d = [v for u in grid.units("dissimilar") if (v := grid.diff(u, "transfer", "base", high)) is not None]

@@ -32,10 +32,36 @@ WEIGHTS_FILE = "model.weights.h5"
 CONFIG_FILE = "config.yaml"
 NORMALIZATION_FILE = "normalization.json"
 EVAL_BATCH = 256
+LAST_EPOCHS = 3  # the record keeps the validation top-1 of this many last epochs, to judge convergence
+
+
+@keras.saving.register_keras_serializable(package="tfxfer")
+class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """A linear warm-up from 0 to `peak` over `warmup_steps`, then a cosine or linear decay to 0
+    at `total_steps` (linear: the one-cycle schedule of fast CIFAR training)."""
+
+    def __init__(self, peak: float, warmup_steps: int, total_steps: int, shape: str = "cosine"):
+        self.peak, self.warmup_steps, self.total_steps, self.shape = float(peak), int(warmup_steps), \
+            int(total_steps), shape
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        warm = step / max(self.warmup_steps, 1)
+        done = tf.clip_by_value((step - self.warmup_steps) / max(self.total_steps - self.warmup_steps, 1), 0.0, 1.0)
+        decay = 0.5 * (1.0 + tf.cos(np.pi * done)) if self.shape == "cosine" else 1.0 - done
+        return self.peak * tf.where(step < self.warmup_steps, warm, decay)
+
+    def get_config(self):
+        return {"peak": self.peak, "warmup_steps": self.warmup_steps, "total_steps": self.total_steps,
+                "shape": self.shape}
 
 
 def learning_rate(recipe: RecipeConfig, steps_per_epoch: int):
-    """Step decay ×lr_decay every lr_step_epochs (default: at 50 % and 75 % of training)."""
+    """The recipe's schedule: step decay ×lr_decay every lr_step_epochs (default: at 50 % and 75 %
+    of training), or a warm-up then a cosine or linear decay to 0 at the last step."""
+    if recipe.schedule != "step":
+        return WarmupDecay(recipe.lr, round(recipe.warmup_epochs * steps_per_epoch), recipe.epochs * steps_per_epoch,
+                           recipe.schedule)
     if recipe.lr_step_epochs:
         epochs = list(range(recipe.lr_step_epochs, recipe.epochs, recipe.lr_step_epochs))
     else:
@@ -51,7 +77,7 @@ def make_optimizer(recipe: RecipeConfig, steps_per_epoch: int):
     if recipe.optimizer == "adam":
         opt = keras.optimizers.Adam(lr)
     else:
-        opt = keras.optimizers.SGD(lr, momentum=recipe.momentum)
+        opt = keras.optimizers.SGD(lr, momentum=recipe.momentum, nesterov=recipe.nesterov)
     return keras.optimizers.LossScaleOptimizer(opt) if recipe.precision == "mixed_float16" else opt
 
 
@@ -82,7 +108,7 @@ def scores(logits: np.ndarray, y: np.ndarray) -> dict[str, float]:
 
 
 def _build(spec: RunSpec, task: TaskData, base_weights: Path | None):
-    cfg = spec.config
+    cfg = spec.trained_config
     kwargs = dict(dropout=cfg.recipe.dropout, weight_decay=cfg.recipe.weight_decay,
                   renorm_radius=cfg.arch.renorm_radius, dtype_policy=cfg.recipe.precision)
     base = None
@@ -126,7 +152,8 @@ def _prefix_features(model: keras.Model, n: int, task: TaskData, cfg: Config, ou
 def train(spec: RunSpec, run_dir: Path, task: TaskData, base_weights: Path | None = None,
           base_run_id: str | None = None, verbose: bool = True) -> dict:
     """Train one run to completion (resuming from its last checkpoint) and write its result record."""
-    cfg, recipe = spec.config, spec.config.recipe
+    cfg = spec.trained_config  # the experiment's config, with the epochs of a run trained longer
+    recipe = cfg.recipe
     keras.utils.set_random_seed(cfg.seed)
     strategy = make_strategy(cfg.training)
     chief = is_chief(strategy)
@@ -160,11 +187,16 @@ def train(spec: RunSpec, run_dir: Path, task: TaskData, base_weights: Path | Non
             model, frozen, task, cfg, run_dir.parent, label=base_run_id or f"{spec.treatment}-seed{cfg.seed}")
         forward_learner = inference(learner)
     scale_loss = recipe.precision == "mixed_float16"
+    smoothing = recipe.label_smoothing
 
     def step(images, labels):
         with tf.GradientTape() as tape:
             logits = learner(images, training=True)
-            per_example = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+            if smoothing:
+                per_example = keras.losses.categorical_crossentropy(
+                    tf.one_hot(labels, task.num_classes), logits, from_logits=True, label_smoothing=smoothing)
+            else:
+                per_example = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
             loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
             if learner.losses:
                 loss += tf.nn.scale_regularization_loss(tf.add_n(learner.losses))
@@ -182,13 +214,16 @@ def train(spec: RunSpec, run_dir: Path, task: TaskData, base_weights: Path | Non
             totals += tf.stack([strategy.reduce("SUM", loss_sum, axis=None), strategy.reduce("SUM", correct, axis=None)])
         return totals
 
+    if not cached:  # one tensor for every epoch's dataset to gather from
+        train_images, train_labels = tf.convert_to_tensor(task.train_x), tf.convert_to_tensor(task.train_y)
+
     def dataset_fn(epoch):
         def fn(ctx: tf.distribute.InputContext):
             batch, shard = ctx.get_per_replica_batch_size(global_batch), (ctx.num_input_pipelines, ctx.input_pipeline_id)
             if cached:
                 return make_feature_dataset(train_features, task.train_y, batch_size=batch, seed=cfg.seed,
                                             epoch=epoch, shard=shard)
-            return make_dataset(task.train_x, task.train_y, input_size=task.spec.input_size,
+            return make_dataset(train_images, train_labels, input_size=task.spec.input_size,
                                 resize_size=task.spec.resize_size, norm=task.norm, batch_size=batch, training=True,
                                 seed=cfg.seed, epoch=epoch, pad=recipe.augment.pad, crop=recipe.augment.crop,
                                 flip=recipe.augment.flip, shard=shard)
@@ -255,7 +290,8 @@ def train(spec: RunSpec, run_dir: Path, task: TaskData, base_weights: Path | Non
         "dataset": cfg.dataset.name, "arch": cfg.arch.name, "split": task.split.kind,
         "split_seed": task.split.seed, "split_hash": task.split.hash, "classes": list(task.class_names),
         "seed": cfg.seed, "top1": test["top1"], "top5": test["top5"],
-        "best_val_top1": max(val_top1) if val_top1 else None, "train_top1": train_top1, "epochs": len(history),
+        "best_val_top1": max(val_top1) if val_top1 else None, "val_top1_last": val_top1[-LAST_EPOCHS:],
+        "train_top1": train_top1, "epochs": len(history),
         "wall_s": round(wall_s, 3), "images_per_s": round(sum(h["images"] for h in history) / train_s, 2),
         "precision": recipe.precision, "device": device_name(strategy), "version": __version__,
         "config": cfg.to_dict(),

@@ -9,8 +9,9 @@ from pathlib import Path
 # Field names fixed by DESIGN.md: reports and outside tools read them.
 # train_top1 came later (records before it lack it): base nets' top-1 on their training images
 # (validation images excluded) as evaluation sees them (centre crop, no dropout); None for others.
+# val_top1_last came later too: the validation top-1 of the last (up to) 3 epochs, oldest first.
 RESULT_FIELDS = ("run_id", "treatment", "n", "base_run_id", "dataset", "arch", "split", "split_seed", "split_hash",
-                 "classes", "seed", "top1", "top5", "best_val_top1", "train_top1", "epochs", "wall_s",
+                 "classes", "seed", "top1", "top5", "best_val_top1", "val_top1_last", "train_top1", "epochs", "wall_s",
                  "images_per_s", "precision", "device", "version", "config")
 RESULT_FILE = "result.json"
 # mkstemp makes files readable by their owner only; results are meant to be shared.
