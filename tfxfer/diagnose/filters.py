@@ -92,6 +92,9 @@ class FilterHealth:
     mean_activation: np.ndarray | None = None  # [F] over `images`, when measured
     dead_by_activation: np.ndarray | None = None
     images: str | None = None  # what the activations were measured on
+    # Pearson correlation of the kernel with the one it was initialized as (base nets: rebuilt from
+    # their seed); near 1, the layer has hardly trained, and its spectrum says little.
+    init_correlation: float | None = None
 
     @property
     def dead(self) -> np.ndarray:
@@ -122,6 +125,7 @@ class FilterHealth:
             **{f"mean_{b}_share": _mean(self.shares[live, i]) for i, b in enumerate(BANDS)},
             "above_radius": int(self.above_radius.sum()), "radius": self.thresholds.radius,
             "activation_images": self.images or "",
+            "init_correlation": "" if self.init_correlation is None else round(self.init_correlation, 4),
         }
 
     def summary_line(self) -> str:
@@ -133,7 +137,9 @@ class FilterHealth:
         return (f"{s['run_id']} ({s['arch']} conv1, {s['filters']} filters {s['kernel']}): dead {s['dead']} ({how}); "
                 f"live filters by dominant band low/mid/high {s['dominant_low']}/{s['dominant_mid']}/"
                 f"{s['dominant_high']}, mean mid-frequency share {s['mean_mid_share']:.3f}; "
-                f"RMS above radius {s['radius']:g}: {s['above_radius']}")
+                f"RMS above radius {s['radius']:g}: {s['above_radius']}"
+                + ("" if self.init_correlation is None else f"; correlation with its initialization "
+                                                            f"{self.init_correlation:.3f}"))
 
     def csv_text(self) -> str:
         buf = io.StringIO()
@@ -174,6 +180,8 @@ def mean_activations(model, inputs) -> np.ndarray:
     total, count = 0.0, 0
     for x in inputs:
         a = block.conv(block.pad(x) if block.pad is not None else x)
+        if block.bn is not None:  # the ReLU comes after the batch norm
+            a = block.relu(block.bn(a, training=False))
         total = total + np.asarray(a, np.float64).sum(axis=(0, 1, 2))
         count += int(np.prod(a.shape[:3]))
     return total / count
@@ -198,7 +206,21 @@ def run_health(run, thresholds: Thresholds | None = None, max_images: int | None
                               training=False).map(lambda x, _: x)
         activation = mean_activations(run.model, inputs)
     arch = run.config.arch.name + (f" {run.config.arch.variant}" if run.config.arch.variant else "")
-    return analyze_kernel(kernel, run.record["run_id"], arch, thresholds, activation, source)
+    health = analyze_kernel(kernel, run.record["run_id"], arch, thresholds, activation, source)
+    return dataclasses.replace(health, init_correlation=init_correlation(run))
+
+
+def init_correlation(run) -> float | None:
+    """conv1's correlation with its initial kernel, for a base net (rebuilt from its seed, as
+    training built it); None for runs whose conv1 was copied or drawn otherwise."""
+    from tfxfer.models import build_model
+    from tfxfer.treatments import get_treatment
+
+    if not get_treatment(run.record["treatment"]).is_base:
+        return None
+    initial = build_model(run.spec, len(run.class_names), seed=run.config.seed).get_layer("conv1").get_weights()[0]
+    trained = run.model.get_layer("conv1").get_weights()[0]
+    return float(np.corrcoef(initial.ravel().astype(np.float64), trained.ravel().astype(np.float64))[0, 1])
 
 
 def health_figure(health: FilterHealth, path: str | Path) -> Path:

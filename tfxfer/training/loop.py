@@ -222,11 +222,11 @@ def train(spec: RunSpec, run_dir: Path, task: TaskData, base_weights: Path | Non
             batch, shard = ctx.get_per_replica_batch_size(global_batch), (ctx.num_input_pipelines, ctx.input_pipeline_id)
             if cached:
                 return make_feature_dataset(train_features, task.train_y, batch_size=batch, seed=cfg.seed,
-                                            epoch=epoch, shard=shard)
+                                            epoch=epoch, shard=shard, steps=steps_per_epoch)
             return make_dataset(train_images, train_labels, input_size=task.spec.input_size,
                                 resize_size=task.spec.resize_size, norm=task.norm, batch_size=batch, training=True,
                                 seed=cfg.seed, epoch=epoch, pad=recipe.augment.pad, crop=recipe.augment.crop,
-                                flip=recipe.augment.flip, shard=shard)
+                                flip=recipe.augment.flip, shard=shard, steps=steps_per_epoch)
         return strategy.distribute_datasets_from_function(fn)
 
     def validate() -> dict:
