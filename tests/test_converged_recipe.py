@@ -242,3 +242,30 @@ def test_records_of_old_runs_without_last_epochs_still_report():
     old = [{k: v for k, v in r.items() if k != "val_top1_last"} for r in records]
     assert "## Convergence of the base nets" in markdown(old, [], [])
     assert json.dumps(convergence(old))
+
+
+def test_deconvnet_goes_through_batch_norm_blocks():
+    from tfxfer.visualize import deconv
+
+    model = build_model(get_arch("cifar8-bn", 0.25), 5, seed=3)
+    rng = np.random.default_rng(0)
+    for layer in ("conv1", "conv2", "conv3"):  # statistics other than the identity's
+        bn = model.get_layer(layer).bn
+        bn.moving_mean.assign(rng.normal(0, 0.1, bn.moving_mean.shape))
+        bn.moving_variance.assign(rng.uniform(0.5, 2.0, bn.moving_variance.shape))
+        bn.gamma.assign(rng.uniform(0.5, 1.5, bn.gamma.shape))
+    xs = rng.normal(0, 1, (2, 32, 32, 3)).astype("float32")
+    for layer in ("conv1", "conv3"):
+        out, _ = deconv.forward(model, xs, layer)
+        np.testing.assert_allclose(out, keras.Model(model.input, model.get_layer(layer).output)(xs), atol=1e-4)
+    # One conv1 activation goes down as its filter times the batch norm's gain, at its switch.
+    out, traces = deconv.forward(model, xs, "conv1")
+    b, i, j, f = np.unravel_index(int(np.argmax(out.numpy())), out.shape)
+    top = deconv.one_activation(out, np.array([i, i], np.int32), np.array([j, j], np.int32), np.array([f, f], np.int32))
+    projection = deconv.project(top, traces).numpy()[b]
+    bn = model.get_layer("conv1").bn
+    gain = float(bn.gamma.numpy()[f] / np.sqrt(bn.moving_variance.numpy()[f] + bn.epsilon))
+    kernel = model.get_layer("conv1").conv.kernel.numpy()[..., f]
+    peak = np.unravel_index(np.argmax(np.abs(projection).sum(-1)), projection.shape[:2])
+    assert np.abs(projection).max() == pytest.approx(float(out[b, i, j, f]) * gain * np.abs(kernel).max(), rel=1e-4)
+    assert abs(peak[0] - 2 * i) <= 4 and abs(peak[1] - 2 * j) <= 4

@@ -73,6 +73,8 @@ def forward(model, x, layer: str) -> tuple[tf.Tensor, list[Trace]]:
             x = block.pad(x)
         conv_input_shape = tuple(x.shape)
         x = block.conv(x)  # convolution, bias and ReLU
+        if block.bn is not None:  # or convolution, then batch norm (inference mode) and ReLU
+            x = block.relu(block.bn(x, training=False))
         conv_output_shape = tuple(x.shape)
         switches = None
         if block.pool is not None:
@@ -91,12 +93,22 @@ def project(top: tf.Tensor, traces: list[Trace]) -> tf.Tensor:
         if t.switches is not None:
             r = unpool(r, t.switches, t.conv_output_shape)
         r = tf.nn.relu(r)
+        if t.block.bn is not None:
+            r = r * bn_scale(t.block.bn)
         r = tf.nn.conv2d_transpose(r, conv.kernel, output_shape=t.conv_input_shape, strides=conv.strides,
                                    padding=conv.padding.upper())
         if t.block.pad is not None:
             (top_pad, bottom), (left, right) = t.block.pad.padding
             r = r[:, top_pad:r.shape[1] - bottom, left:r.shape[2] - right]
     return r
+
+
+def bn_scale(bn) -> tf.Tensor:
+    """The per-channel gain of a batch norm in inference mode, gamma / sqrt(variance + epsilon): its
+    linear part, which the way down goes back through as it does through the conv's kernel (and,
+    like the conv's bias, leaves the offset out)."""
+    gamma = bn.gamma if bn.scale else 1.0
+    return tf.cast(gamma / tf.sqrt(bn.moving_variance + bn.epsilon), tf.float32)
 
 
 def one_activation(out: tf.Tensor, rows, cols, maps) -> tf.Tensor:
