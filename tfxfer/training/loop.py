@@ -220,13 +220,15 @@ def train(spec: RunSpec, run_dir: Path, task: TaskData, base_weights: Path | Non
     def dataset_fn(epoch):
         def fn(ctx: tf.distribute.InputContext):
             batch, shard = ctx.get_per_replica_batch_size(global_batch), (ctx.num_input_pipelines, ctx.input_pipeline_id)
+            # A pipeline feeds each of its replicas a batch per step.
+            steps = steps_per_epoch * ctx.num_replicas_in_sync // ctx.num_input_pipelines
             if cached:
                 return make_feature_dataset(train_features, task.train_y, batch_size=batch, seed=cfg.seed,
-                                            epoch=epoch, shard=shard, steps=steps_per_epoch)
+                                            epoch=epoch, shard=shard, steps=steps)
             return make_dataset(train_images, train_labels, input_size=task.spec.input_size,
                                 resize_size=task.spec.resize_size, norm=task.norm, batch_size=batch, training=True,
                                 seed=cfg.seed, epoch=epoch, pad=recipe.augment.pad, crop=recipe.augment.crop,
-                                flip=recipe.augment.flip, shard=shard, steps=steps_per_epoch)
+                                flip=recipe.augment.flip, shard=shard, steps=steps)
         return strategy.distribute_datasets_from_function(fn)
 
     def validate() -> dict:
