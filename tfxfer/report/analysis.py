@@ -112,10 +112,10 @@ class Grid:
             self.records_of.setdefault(unit, []).append(r)
 
     def units(self, split_kind: str | None = None, exclude_kind: str | None = None) -> list[tuple]:
-        """Units with at least one treatment (a base net alone, e.g. the source of AnB, compares nothing)."""
+        """Units with at least one treatment (base nets alone, e.g. the source of AnB, compare nothing)."""
         return [u for u, cells in self.cells.items()
                 if (split_kind is None or u[0] == split_kind) and u[0] != exclude_kind
-                and any(r != "base" for r, _ in cells)]
+                and any(not r.startswith("base") for r, _ in cells)]
 
     def value(self, unit, role_: str, n: int) -> float | None:
         return self.cells[unit].get((role_, 0 if role_.startswith("base") else n))
