@@ -39,7 +39,7 @@ def train_one(config_file: str, out: Path) -> dict:
     from tfxfer.config import load_config
     from tfxfer.diagnose.filters import run_health
     from tfxfer.experiments.runner import run
-    from tfxfer.experiments.runspec import RunSpec
+    from tfxfer.runs.spec import RunSpec
     from tfxfer.visualize.inputs import load_float32_run
 
     cfg = bench.named_config(str(bench.REPO / config_file), {"out": str(out)})

@@ -15,7 +15,7 @@ from PIL import Image
 from tfxfer.cli import main
 from tfxfer.errors import UserError
 from tfxfer.experiments.runner import run
-from tfxfer.experiments.runspec import RunSpec
+from tfxfer.runs.spec import RunSpec
 from tfxfer.visualize import deconv
 from tfxfer.visualize.filters import logged_kernels
 from tfxfer.visualize.inputs import load_float32_run, network_inputs, open_images

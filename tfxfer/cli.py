@@ -62,7 +62,7 @@ def train(config_name, treatment, n, quiet, **flags):
     Rerunning an interrupted command resumes from its last finished epoch.
     """
     from tfxfer.config import load_config
-    from tfxfer.experiments.runspec import RunSpec
+    from tfxfer.runs.spec import RunSpec
 
     overrides = {TRAIN_OVERRIDES[k]: v for k, v in flags.items() if v is not None}
     spec = RunSpec(treatment, n, load_config(config_name, overrides))

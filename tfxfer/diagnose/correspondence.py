@@ -33,8 +33,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from tfxfer.atomic import atomic_write_text
 from tfxfer.errors import UserError
-from tfxfer.training.records import atomic_write_text
 from tfxfer.visualize.inputs import (
     check_positive,
     load_float32_run,

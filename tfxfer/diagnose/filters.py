@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tfxfer.atomic import atomic_write_text
 from tfxfer.errors import UserError
-from tfxfer.training.records import atomic_write_text
 from tfxfer.training.tensorboard import filter_grid
 from tfxfer.visualize.figures import new_figure, save_figure
 
@@ -284,7 +284,7 @@ def diagnose_filters(run_dirs, out: str | Path | None = None, thresholds: Thresh
 def base_health(results_dir: str | Path, records: list[dict]) -> list[FilterHealth]:
     """conv1 health of every base net among `records` that has its weights in `results_dir`, by the
     norm test only (a report loads no images)."""
-    from tfxfer.training.loop import WEIGHTS_FILE
+    from tfxfer.runs.layout import WEIGHTS_FILE
     from tfxfer.treatments import get_treatment
     from tfxfer.visualize.inputs import load_float32_run
 

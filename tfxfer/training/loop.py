@@ -16,21 +16,20 @@ import numpy as np
 import tensorflow as tf
 
 from tfxfer import __version__
+from tfxfer.atomic import atomic_write_text
 from tfxfer.config import Config, RecipeConfig, dump_config
 from tfxfer.data.pipeline import fixed_views, make_dataset, make_feature_dataset
 from tfxfer.data.tasks import TaskData
-from tfxfer.experiments.runspec import RunSpec
 from tfxfer.models import LAYER_NAMES, build_model
+from tfxfer.runs.layout import CONFIG_FILE, NORMALIZATION_FILE, TB_DIR, WEIGHTS_FILE
+from tfxfer.runs.records import write_result
+from tfxfer.runs.spec import RunSpec
 from tfxfer.training import prefix_cache
 from tfxfer.training.checkpoints import EpochCheckpoints
-from tfxfer.training.records import atomic_write_text, write_result
 from tfxfer.training.strategy import device_name, is_chief, make_strategy
 from tfxfer.training.tensorboard import RunLogger
 from tfxfer.treatments import build_treatment, frozen_layers, get_treatment
 
-WEIGHTS_FILE = "model.weights.h5"
-CONFIG_FILE = "config.yaml"
-NORMALIZATION_FILE = "normalization.json"
 EVAL_BATCH = 256
 LAST_EPOCHS = 3  # the record keeps the validation top-1 of this many last epochs, to judge convergence
 
@@ -240,7 +239,7 @@ def train(spec: RunSpec, run_dir: Path, task: TaskData, base_weights: Path | Non
     hparams = {"run_id": spec.run_id, "treatment": spec.treatment, "n": spec.n, "dataset": cfg.dataset.name,
                "arch": cfg.arch.name, "split": task.split.kind, "split_seed": task.split.seed or 0,
                "seed": cfg.seed, "lr": recipe.lr, "batch_size": recipe.batch_size, "precision": recipe.precision}
-    logger = RunLogger(run_dir / "tb", hparams if not history else None, enabled=chief)
+    logger = RunLogger(run_dir / TB_DIR, hparams if not history else None, enabled=chief)
     # Steps run in chunks inside one traced call; the progress bar, when shown, updates between them.
     chunk = min(steps_per_epoch, 10) if verbose and chief else steps_per_epoch
     for epoch in range(len(history), recipe.epochs):

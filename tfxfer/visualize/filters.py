@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from tfxfer.errors import UserError
+from tfxfer.runs.layout import TB_DIR
 from tfxfer.training.tensorboard import filter_grid
 from tfxfer.visualize.figures import new_figure, publish, save_figure
 from tfxfer.visualize.inputs import load_float32_run, output_dir
@@ -26,7 +27,7 @@ def logged_kernels(run_dir: str | Path) -> dict[int, np.ndarray]:
         EventAccumulator,
     )
 
-    tb = Path(run_dir) / "tb"
+    tb = Path(run_dir) / TB_DIR
     events = EventAccumulator(str(tb), size_guidance={TENSORS: 0})  # 0: keep every epoch
     events.Reload()
     if KERNEL_TAG not in events.Tags()["tensors"]:

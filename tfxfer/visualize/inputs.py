@@ -12,8 +12,8 @@ import tensorflow as tf
 from tfxfer.data.pipeline import preprocess
 from tfxfer.data.sources import _decode_files
 from tfxfer.errors import UserError
-from tfxfer.experiments.runner import FinishedRun, load_run
 from tfxfer.models import LAYER_NAMES, build_model
+from tfxfer.runs.finished import FinishedRun, load_run
 
 CONV_LAYERS = tuple(n for n in LAYER_NAMES if n.startswith("conv"))
 
