@@ -63,7 +63,6 @@ def similarity(paths, layers=None, dataset: str | None = None, data_path: str | 
                view: str = "flatten", seed: int = 0, out=None, verbose: bool = True) -> dict[str, Path]:
     """CKA between two runs (two run directories) or within a grid (one experiment directory)."""
     from tfxfer.runs.finished import load_run
-    from tfxfer.visualize.deconv import dataset_images
 
     layers = probe_layers(layers, default=LAYER_NAMES)
     if kernel not in KERNELS:
@@ -91,8 +90,8 @@ def similarity(paths, layers=None, dataset: str | None = None, data_path: str | 
         rx, ry = runs[px], runs[py]
         cfg = rx.config
         name = dataset or cfg.dataset.name
-        images, described = dataset_images(rx, name, data_path or (cfg.dataset.path if name == cfg.dataset.name
-                                                                    else None), max_images, seed)
+        images, described = rx.test_images(name, data_path or (cfg.dataset.path if name == cfg.dataset.name
+                                                               else None), max_images, seed)
         t = time.perf_counter()
         matrix = layer_cka(sources[px], sources[py], images, layers, layers, kernel, batch_size, passes, seed)
         idx, idy = rx.record["run_id"], ry.record["run_id"]
