@@ -21,6 +21,7 @@ from tfxfer.config import Config, RecipeConfig, dump_config
 from tfxfer.data.pipeline import fixed_views, make_dataset, make_feature_dataset
 from tfxfer.data.tasks import TaskData
 from tfxfer.models import LAYER_NAMES, build_model
+from tfxfer.progress import Bar
 from tfxfer.runs.layout import CONFIG_FILE, NORMALIZATION_FILE, TB_DIR, WEIGHTS_FILE
 from tfxfer.runs.records import write_result
 from tfxfer.runs.spec import RunSpec
@@ -245,9 +246,7 @@ def train(spec: RunSpec, run_dir: Path, task: TaskData, base_weights: Path | Non
     for epoch in range(len(history), recipe.epochs):
         if recipe.early_stopping_patience and _stalled(history, recipe.early_stopping_patience):
             break
-        bar = keras.utils.Progbar(steps_per_epoch, stateful_metrics=["loss", "top1"], verbose=1 if verbose and chief else 0)
-        if verbose and chief:
-            print(f"{spec.run_id} epoch {epoch + 1}/{recipe.epochs}")
+        bar = Bar(steps_per_epoch, f"{spec.run_id} epoch {epoch + 1}/{recipe.epochs}", enabled=verbose and chief)
         t_epoch = time.perf_counter()
         iterator = iter(dataset_fn(epoch))
         totals, done, t0 = np.zeros(2), 0, time.perf_counter()
@@ -256,7 +255,7 @@ def train(spec: RunSpec, run_dir: Path, task: TaskData, base_weights: Path | Non
             totals += train_chunk(iterator, tf.constant(k)).numpy()
             done += k
             seen = done * global_batch
-            bar.update(done, [("loss", totals[0] / seen), ("top1", totals[1] / seen)])
+            bar.update(done, loss=totals[0] / seen, top1=totals[1] / seen)
         epoch_s = time.perf_counter() - t0
         val = validate()
         scalars = {"train_loss": totals[0] / seen, "train_top1": totals[1] / seen, "val_loss": val.get("loss"),
@@ -270,9 +269,10 @@ def train(spec: RunSpec, run_dir: Path, task: TaskData, base_weights: Path | Non
                         "traces": train_chunk.experimental_get_tracing_count()})
         cache_s = 0.0
         checkpoints.save(epoch + 1, history)
-        if verbose and chief:
-            print(f"  val top1 {val.get('top1', float('nan')):.4f}  lr {scalars['lr']:g}  "
-                  f"{scalars['images_per_s']:.0f} img/s")
+        # One line per epoch, on a terminal (in place of the bar) or not.
+        bar.close(f"{bar.label}: loss {scalars['train_loss']:.4f}  top1 {scalars['train_top1']:.4f}  "
+                  f"val top1 {val.get('top1', float('nan')):.4f}  lr {scalars['lr']:g}  "
+                  f"{scalars['images_per_s']:.0f} img/s" if verbose and chief else None)
 
     t_test = time.perf_counter()
     test = evaluate(forward, task.test_x, task.test_y, task)
