@@ -64,7 +64,7 @@ def spread(values) -> dict:
 
 def write(name: str, payload: dict, summary: dict) -> Path:
     """benchmarks/results/<name>.json, and `summary`'s keys merged into summary.json."""
-    from tfxfer.training.records import atomic_write_text
+    from tfxfer.atomic import atomic_write_text
 
     payload = {"benchmark": name, "finished": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine(),
                "load_average_at_end": os.getloadavg(), **payload}
@@ -144,8 +144,9 @@ def train_timed(treatment: str, n: int, cfg, task, out: Path, base: Path | None 
     """One run of tfxfer's trainer in a fresh directory under `out` (runs there share its prefix
     cache), timed: whole call, and per epoch from its history (the first epoch, which traces the
     step function and builds any prefix cache entry, apart from the steady ones after it)."""
-    from tfxfer.experiments.runspec import RunSpec
-    from tfxfer.training.loop import WEIGHTS_FILE, train
+    from tfxfer.runs.layout import WEIGHTS_FILE
+    from tfxfer.runs.spec import RunSpec
+    from tfxfer.training.loop import train
 
     spec = RunSpec(treatment, n, cfg)
     run_dir = Path(tempfile.mkdtemp(dir=out, prefix=f"{spec.run_id}."))

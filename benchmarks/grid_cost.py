@@ -37,7 +37,7 @@ MODES = {"naive": {"recipe.precision": "float32", "training.prefix_cache": False
 def quickstart(mode: str, out: Path) -> dict:
     from tfxfer.experiments import grid
     from tfxfer.experiments.planner import plan_experiment
-    from tfxfer.training.records import read_result
+    from tfxfer.runs.records import read_result
 
     cfg = bench.named_config("quickstart", {**MODES[mode], "out": str(out)})
     plan = plan_experiment(cfg)

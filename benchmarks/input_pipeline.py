@@ -40,7 +40,7 @@ def main():
 
     from tfxfer.data.pipeline import fixed_views, make_dataset, make_feature_dataset
     from tfxfer.data.tasks import load_data, task_data
-    from tfxfer.experiments.runner import load_run
+    from tfxfer.runs.finished import load_run
     from tfxfer.training import prefix_cache
 
     def cfg(precision):

@@ -117,8 +117,8 @@ def main():
     from serving_helpers import Server
 
     from tfxfer.experiments.runner import run
-    from tfxfer.experiments.runspec import RunSpec
     from tfxfer.export import export_run
+    from tfxfer.runs.spec import RunSpec
 
     tmp = Path(tempfile.mkdtemp(prefix="serving_latency-"))
     cfg = bench.config(out=str(tmp / "runs"), recipe={"epochs": 1},

@@ -39,8 +39,8 @@ def train_one(config_file: str, out: Path) -> dict:
     from tfxfer.config import load_config
     from tfxfer.diagnose.filters import run_health
     from tfxfer.experiments.runner import run
-    from tfxfer.experiments.runspec import RunSpec
-    from tfxfer.visualize.inputs import load_float32_run
+    from tfxfer.runs.finished import load_run
+    from tfxfer.runs.spec import RunSpec
 
     cfg = bench.named_config(str(bench.REPO / config_file), {"out": str(out)})
     t0 = time.perf_counter()
@@ -51,7 +51,7 @@ def train_one(config_file: str, out: Path) -> dict:
     for h in history:
         elapsed += h["wall_s"]
         curve.append({"epoch": h["epoch"], "wall_s": round(elapsed, 1), "val_top1": h["val_top1"]})
-    health = run_health(load_float32_run(out / record["run_id"]), max_images=1000).summary()
+    health = run_health(load_run(out / record["run_id"], float32=True), max_images=1000).summary()
     return {"config": config_file, "run_id": record["run_id"], "arch": record["arch"], "epochs": record["epochs"],
             "top1": record["top1"], "best_val_top1": record["best_val_top1"], "train_top1": record["train_top1"],
             "wall_s": record["wall_s"], "whole_run_s": round(whole, 1), "images_per_s": record["images_per_s"],

@@ -12,8 +12,9 @@ import tensorflow as tf
 from conftest import tiny_config
 
 from tfxfer.data.pipeline import make_dataset
-from tfxfer.experiments.runner import load_run, run
-from tfxfer.experiments.runspec import RunSpec
+from tfxfer.experiments.runner import run
+from tfxfer.runs.finished import load_run
+from tfxfer.runs.spec import RunSpec
 
 LAYERS = ["conv1", "conv5", "fc6", "fc7"]
 

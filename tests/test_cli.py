@@ -36,7 +36,7 @@ def test_help_lists_commands_and_options(capsys):
 
 def test_list_archs(capsys):
     code, out, _ = cli(capsys, "list", "archs")
-    assert code == 0 and out.split() == ["caffenet", "cifar8", "zfnet"]
+    assert code == 0 and out.split() == ["caffenet", "cifar8", "cifar8-bn", "zfnet"]
 
 
 def test_list_variants_names_every_registered_variant(capsys):
@@ -60,7 +60,7 @@ def bad_inputs(tmp_path):
         "n": (["--treatment", "BnB", "--n", "9"], "n=9 is out of range for BnB; allowed: 1..7"),
         "no n": (["--treatment", "AnB"], "n=None is out of range for AnB; allowed: 1..7"),
         "dataset": (["--dataset", "imagenet"], "dataset 'imagenet' is unknown; allowed: synthetic, cifar10"),
-        "arch": (["--arch", "resnet50"], "arch 'resnet50' is unknown; allowed: caffenet, cifar8, zfnet"),
+        "arch": (["--arch", "resnet50"], "arch 'resnet50' is unknown; allowed: caffenet, cifar8, cifar8-bn, zfnet"),
         "config key": (["--config", bad_key], "config key recipe.learning_rate does not exist; allowed keys"),
         "config value": (["--precision", "fp8"], "config key recipe.precision: 'fp8' is not allowed"),
         "config file": (["--config", tmp_path / "nope.yaml"], "config '"),

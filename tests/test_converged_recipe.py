@@ -12,12 +12,13 @@ from test_report import hand_made, record
 from tfxfer.config import Config
 from tfxfer.errors import UserError
 from tfxfer.experiments.planner import plan_experiment
-from tfxfer.experiments.runner import load_run_model, run
-from tfxfer.experiments.runspec import RunSpec
+from tfxfer.experiments.runner import run
 from tfxfer.models import LAYER_NAMES, build_model, get_arch
 from tfxfer.models.blocks import FusedBatchNorm
 from tfxfer.report import markdown
 from tfxfer.report.analysis import Grid, convergence, findings, table1
+from tfxfer.runs.finished import load_run
+from tfxfer.runs.spec import RunSpec
 from tfxfer.training.loop import WarmupDecay
 
 BN = {"arch": {"name": "cifar8-bn", "width": 0.25}}
@@ -114,7 +115,7 @@ def bn_grid(tmp_path_factory):
     out["BnB"] = run(RunSpec("BnB", 3, cfg), verbose=False)
     out["BnB uncached"] = run(RunSpec("BnB", 3, uncached), verbose=False)
     out["BnB+"] = run(RunSpec("BnB+", 3, cfg), verbose=False)
-    return {k: (r, load_run_model(tmp / "runs" / r["run_id"])) for k, r in out.items()}
+    return {k: (r, load_run(tmp / "runs" / r["run_id"]).model) for k, r in out.items()}
 
 
 @pytest.mark.parametrize("frozen", ["BnB", "BnB uncached"])

@@ -12,7 +12,7 @@ from tfxfer.cli import main
 from tfxfer.diagnose.correspondence import pair_distances, random_boxes, read_parts
 from tfxfer.diagnose.filters import Thresholds, analyze_kernel, band_shares
 from tfxfer.experiments.runner import run
-from tfxfer.experiments.runspec import RunSpec
+from tfxfer.runs.spec import RunSpec
 
 K = 8  # DFT bins at multiples of 1/8 cycle/pixel: 1/8 is low, 2/8 mid, 3/8 and 4/8 high
 X = np.arange(K)[None, :].repeat(K, axis=0)  # column index

@@ -13,9 +13,10 @@ from conftest import tiny_config
 from tfxfer.data.pipeline import (Normalization, Views, fixed_views, make_dataset, make_feature_dataset, preprocess,
                                   preprocess_views)
 from tfxfer.data.tasks import load_data, task_data
-from tfxfer.experiments.runner import load_run, run
-from tfxfer.experiments.runspec import RunSpec
+from tfxfer.experiments.runner import run
 from tfxfer.models import LAYER_NAMES, build_model, get_arch
+from tfxfer.runs.finished import load_run
+from tfxfer.runs.spec import RunSpec
 from tfxfer.training import prefix_cache
 from tfxfer.training.loop import evaluate, inference, suffix_model
 from tfxfer.treatments import build_treatment

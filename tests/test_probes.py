@@ -12,14 +12,15 @@ from conftest import tiny_config
 from scipy.stats import ortho_group
 
 from tfxfer.cli import main
-from tfxfer.experiments.runner import load_run, run
-from tfxfer.experiments.runspec import RunSpec
+from tfxfer.experiments.runner import run
 from tfxfer.probes import cka as C
 from tfxfer.probes import probe, similarity
 from tfxfer.probes.features import ExportSource, ModelSource, feature_source
 from tfxfer.probes.linear import mean_per_class_accuracy, per_class_accuracy, pipeline
 from tfxfer.probes.similarity import grid_pairs, layer_cka
 from tfxfer.probes.targets import draw_fold, resolve_target
+from tfxfer.runs.finished import load_run
+from tfxfer.runs.spec import RunSpec
 
 CHANCE = 1 / 12
 

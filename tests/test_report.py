@@ -9,7 +9,7 @@ import pytest
 from tfxfer.errors import UserError
 from tfxfer.report import write_report
 from tfxfer.report.analysis import Grid, findings, losses, per_unit, table1
-from tfxfer.training.records import RESULT_FIELDS
+from tfxfer.runs.records import RESULT_FIELDS
 
 T_975_DF2 = 4.302652729911275  # Student t, 97.5 % quantile, 2 degrees of freedom
 

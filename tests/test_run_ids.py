@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from tfxfer.config import Config
-from tfxfer.experiments.runspec import RunSpec
+from tfxfer.runs.spec import RunSpec
 
 RECORDS = sorted((Path(__file__).resolve().parent.parent / "docs" / "results").glob("**/result.json"))
 

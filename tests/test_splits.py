@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from tfxfer.data.registry import ImageData
 from tfxfer.data.splits import Split, carve_validation, make_split, select_per_class, task_arrays
+from tfxfer.data.types import ImageData
 from tfxfer.errors import UserError
 
 CLASSES = [f"c{i}" for i in range(10)]

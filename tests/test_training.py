@@ -7,8 +7,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from conftest import tiny_config
 from tfxfer.experiments.runner import run
-from tfxfer.experiments.runspec import RunSpec
-from tfxfer.training.records import RESULT_FIELDS
+from tfxfer.runs.records import RESULT_FIELDS
+from tfxfer.runs.spec import RunSpec
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def test_finished_run_is_reused_not_retrained(base_run, capsys):
 def test_finished_run_loads_back_with_its_preprocessing(base_run):
     import numpy as np
 
-    from tfxfer.experiments.runner import load_run
+    from tfxfer.runs.finished import load_run
 
     record, run_dir = base_run
     run = load_run(run_dir)

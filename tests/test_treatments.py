@@ -4,9 +4,10 @@ import pytest
 
 from conftest import tiny_config
 from tfxfer.errors import UserError
-from tfxfer.experiments.runner import load_run_model, run
-from tfxfer.experiments.runspec import RunSpec
+from tfxfer.experiments.runner import run
 from tfxfer.models import LAYER_NAMES, build_model, get_arch
+from tfxfer.runs.finished import load_run
+from tfxfer.runs.spec import RunSpec
 from tfxfer.treatments import TREATMENTS, build_treatment, get_treatment
 
 SPEC = get_arch("cifar8", 0.25)
@@ -61,7 +62,7 @@ def grid(tmp_path_factory):
     records = {t: run(RunSpec(t, 3, cfg), verbose=False) for t in ("BnB", "AnB", "BnB+", "random")}
     for t in ("baseA", "baseB"):
         records[t] = run(RunSpec(t, 0, cfg), verbose=False)  # finished already: read back
-    return {t: (r, load_run_model(tmp / "runs" / r["run_id"])) for t, r in records.items()}
+    return {t: (r, load_run(tmp / "runs" / r["run_id"]).model) for t, r in records.items()}
 
 
 def test_frozen_layers_hold_the_base_weights_after_training(grid):

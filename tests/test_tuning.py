@@ -16,7 +16,7 @@ from tfxfer.cli import main
 from tfxfer.config import Config, TuningConfig, load_config
 from tfxfer.errors import UserError
 from tfxfer.experiments.runner import run
-from tfxfer.experiments.runspec import RunSpec
+from tfxfer.runs.spec import RunSpec
 from tfxfer.tuning import tune
 from tfxfer.tuning import tuner as tuner_module
 from tfxfer.tuning.oracle import RandomOracle

@@ -16,13 +16,13 @@ from tfxfer.diagnose.filters import analyze_kernel
 from tfxfer.errors import UserError
 from tfxfer.experiments.grid import run_grid
 from tfxfer.experiments.planner import plan_experiment
-from tfxfer.experiments.runner import load_run
-from tfxfer.experiments.runspec import RunSpec
 from tfxfer.models import LAYER_NAMES, VARIANTS, build_model, get_arch
 from tfxfer.report import write_report
 from tfxfer.report.analysis import Grid, findings
+from tfxfer.runs.finished import load_run
+from tfxfer.runs.records import RESULT_FIELDS
+from tfxfer.runs.spec import RunSpec
 from tfxfer.training.loop import evaluate, inference
-from tfxfer.training.records import RESULT_FIELDS
 
 LAYERS = {  # the blocks each variant keeps
     "no-conv3-4": ("conv1", "conv2", "conv5", "fc6", "fc7", "fc8"),

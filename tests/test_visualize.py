@@ -15,10 +15,11 @@ from PIL import Image
 from tfxfer.cli import main
 from tfxfer.errors import UserError
 from tfxfer.experiments.runner import run
-from tfxfer.experiments.runspec import RunSpec
+from tfxfer.runs.finished import load_run
+from tfxfer.runs.spec import RunSpec
 from tfxfer.visualize import deconv
 from tfxfer.visualize.filters import logged_kernels
-from tfxfer.visualize.inputs import load_float32_run, network_inputs, open_images
+from tfxfer.visualize.inputs import open_images
 from tfxfer.visualize.invariance import (
     Ranges,
     invariance_curves,
@@ -64,7 +65,7 @@ def trained(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def finished(trained):
-    return load_float32_run(trained[0])
+    return load_run(trained[0], float32=True)
 
 
 # --- deconvnet -----------------------------------------------------------------------------------
@@ -127,7 +128,7 @@ def test_projection_of_one_conv1_activation_is_its_filter_at_the_switch(trained,
 
 def test_forward_matches_the_network_and_projections_stay_in_the_receptive_field(finished):
     model = finished.model
-    xs = network_inputs(finished, np.random.default_rng(1).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8))
+    xs = finished.inputs(np.random.default_rng(1).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8))
     for layer in ("conv1", "conv3", "conv5"):
         out, traces = deconv.forward(model, xs, layer)
         np.testing.assert_allclose(out, keras.Model(model.input, model.get_layer(layer).output)(xs), atol=1e-5)
@@ -150,7 +151,7 @@ def test_forward_matches_the_network_and_projections_stay_in_the_receptive_field
 
 def test_top_activations_are_each_maps_strongest_over_the_dataset(finished):
     model = finished.model
-    xs = network_inputs(finished, np.random.default_rng(2).integers(0, 256, (20, 32, 32, 3), dtype=np.uint8))
+    xs = finished.inputs(np.random.default_rng(2).integers(0, 256, (20, 32, 32, 3), dtype=np.uint8))
     maps = np.array([0, 3, 5])
     top = deconv.top_activations(model, tf.data.Dataset.from_tensor_slices(xs).batch(7), "conv2", maps, 4)
     a = keras.Model(model.input, model.get_layer("conv2").output)(xs).numpy()[..., maps]
@@ -168,7 +169,7 @@ def test_occlusion_drops_the_class_most_where_its_square_is(trained, finished):
     _, data = trained
     for name in ("red", "blue"):
         xs, _, labels = open_images(finished, [data / "test" / name / "000.png"])
-        maps = occlusion_maps(finished.model, xs[0], labels[0], size=10, stride=2, batch_size=64)
+        maps = occlusion_maps(finished, xs[0], labels[0], size=10, stride=2, batch_size=64)
         assert maps.label == finished.class_names.index(name) and maps.unoccluded_probability > 0.9
         i, j = np.unravel_index(np.argmin(maps.probability), maps.probability.shape)
         centre = (2 * i + 1, 2 * j + 1)  # stride 2: cell i is the square centred at pixel 2i + 1
@@ -192,7 +193,7 @@ def test_invariance_transforms_and_distances(trained, finished):
         np.testing.assert_allclose(copy, x[0], atol=1e-3)
 
     xs, _, labels = open_images(finished, [data / "test" / "red" / "000.png", data / "test" / "red" / "001.png"])
-    amounts, curves = invariance_curves(finished.model, xs, labels, Ranges(steps=4), batch_size=5)
+    amounts, curves = invariance_curves(finished, xs, labels, Ranges(steps=4), batch_size=5)
     assert 0.0 in amounts["translate"] and 1.0 in amounts["scale"] and 0.0 in amounts["rotate"]
     identity = {"translate": 0.0, "scale": 1.0, "rotate": 0.0}
     for kind, curve in curves.items():

@@ -1,15 +1,11 @@
 """The `tfxfer` command line: parses flags and calls the library, nothing more."""
 from __future__ import annotations
 
-import os
 import sys
 
 import click
 
-# TensorFlow's C++ start-up chatter would bury the progress bar; users can set this themselves.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from tfxfer.errors import UserError  # noqa: E402
+from tfxfer.errors import UserError
 
 # Flag → config key; flags left unset keep the config's value.
 TRAIN_OVERRIDES = {
@@ -25,12 +21,17 @@ TUNE_OVERRIDES = {"tuner": "tuning.tuner", "max_trials": "tuning.max_trials", "o
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="tfxfer")
-def cli():
+@click.option("--verbose", is_flag=True, help="Show TensorFlow's own start-up and log lines (hidden by default, "
+                                              "unless TF_CPP_MIN_LOG_LEVEL is set).")
+def cli(verbose):
     """tfxfer: how transferable are features in deep neural networks?
 
     Split a dataset's classes into tasks A and B, train base networks on each, then copy their
     first n layers into new networks (frozen or fine-tuned) and train those on a target task.
     """
+    from tfxfer.quiet import silence_tensorflow
+
+    silence_tensorflow(verbose)  # before any command loads TensorFlow
 
 
 @cli.command()
@@ -62,7 +63,7 @@ def train(config_name, treatment, n, quiet, **flags):
     Rerunning an interrupted command resumes from its last finished epoch.
     """
     from tfxfer.config import load_config
-    from tfxfer.experiments.runspec import RunSpec
+    from tfxfer.runs.spec import RunSpec
 
     overrides = {TRAIN_OVERRIDES[k]: v for k, v in flags.items() if v is not None}
     spec = RunSpec(treatment, n, load_config(config_name, overrides))

@@ -1,34 +1,17 @@
 """One registry that names every dataset: `synthetic`, `cifar10`, `cifar100`, `tfds:NAME`, `folder:PATH`.
 
-Every source returns an `ImageData`: uint8 images held in memory, labels 0..C-1 over the
-dataset's own classes, and the class names in label order. Task splits, validation carving and
-the tf.data pipeline all start from it.
+Every source returns an `ImageData` (`tfxfer.data.types`).
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
 
-import numpy as np
-
+from tfxfer.data import sources
+from tfxfer.data.splits import select_per_class
+from tfxfer.data.synthetic import load_synthetic
+from tfxfer.data.types import ImageData
 from tfxfer.errors import UserError
-
-
-@dataclasses.dataclass
-class ImageData:
-    name: str
-    class_names: list[str]
-    train_x: np.ndarray  # uint8 [N, H, W, 3]
-    train_y: np.ndarray  # int64 [N], indexes class_names
-    test_x: np.ndarray
-    test_y: np.ndarray
-    # Named groups of classes (e.g. synthetic's two families, CIFAR-10 vehicles/animals) that a
-    # `dissimilar` split may refer to by name.
-    families: dict[str, list[str]] = dataclasses.field(default_factory=dict)
-
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        return tuple(self.train_x.shape[1:])
 
 
 # Every name `load_dataset` accepts; NAME and PATH are placeholders.
@@ -66,10 +49,6 @@ def load_dataset(
     a seeded order. cache_dir: where decoded image folders are cached (default $TFXFER_CACHE or
     ~/.cache/tfxfer).
     """
-    # Imported here: the readers import this module for ImageData.
-    from tfxfer.data import sources
-    from tfxfer.data.splits import select_per_class
-
     counts = (("train_per_class", train_per_class), ("test_per_class", test_per_class), ("image_size", image_size))
     for flag, value in counts:
         if value is not None and (not isinstance(value, int) or value < 1):
@@ -83,8 +62,6 @@ def load_dataset(
 
     kind, _, arg = name.partition(":")
     if name == "synthetic":
-        from tfxfer.data.synthetic import load_synthetic
-
         return load_synthetic(train_per_class=train_per_class or 300, test_per_class=test_per_class or 100, seed=seed)
     if name in ("cifar10", "cifar100"):
         data = sources.load_cifar(name, path=path, data_dir=data_dir, image_size=image_size, cache_dir=cache_dir)

@@ -20,8 +20,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from tfxfer.data.registry import ImageData
 from tfxfer.data.splits import carve_validation
+from tfxfer.data.types import ImageData
 from tfxfer.errors import UserError
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from tfxfer.data.registry import ImageData
+from tfxfer.data.types import ImageData
 from tfxfer.errors import UserError
 
 KINDS = ("random", "dissimilar", "explicit")

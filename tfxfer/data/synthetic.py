@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from tfxfer.data.registry import ImageData
+from tfxfer.data.types import ImageData
 from tfxfer.errors import UserError
 
 SIZE = 32

@@ -7,10 +7,10 @@ import dataclasses
 import numpy as np
 
 from tfxfer.config import Config
-from tfxfer.data.pipeline import Normalization
-from tfxfer.data.registry import ImageData
 from tfxfer.data import registry
+from tfxfer.data.pipeline import Normalization
 from tfxfer.data.splits import Split, carve_validation, make_split, task_arrays
+from tfxfer.data.types import ImageData
 from tfxfer.models import ArchSpec, get_arch
 
 

@@ -33,16 +33,10 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from tfxfer.atomic import atomic_write_text
 from tfxfer.errors import UserError
-from tfxfer.training.records import atomic_write_text
-from tfxfer.visualize.inputs import (
-    check_positive,
-    load_float32_run,
-    network_inputs,
-    predict,
-    read_images,
-    submodel,
-)
+from tfxfer.runs.finished import load_run
+from tfxfer.visualize.inputs import check_positive, read_images
 
 DEFAULT_LAYERS = ("conv5", "fc7")
 RANDOM = "random"
@@ -157,7 +151,7 @@ def correspondence(run, images: list[np.ndarray], parts: Parts, layers, draws: i
     copies = list(images)
     copies += [masked(images[i], parts.boxes[i, k], fill) for k in range(p) for i in range(n)]
     copies += [masked(images[i], control[r, i, k], fill) for r in range(draws) for k in range(p) for i in range(n)]
-    outputs = predict(submodel(run.model, layers), network_inputs(run, copies), batch_size)
+    outputs = run.predict(layers, run.inputs(copies), batch_size)
     rows = []
     for layer, feats in zip(layers, outputs):
         original, rest = feats[:n], feats[n:].reshape(-1, n, *feats.shape[1:])  # [sets, N, ...]
@@ -210,7 +204,7 @@ def diagnose_correspondence(run_dir, images_dir, parts_file, layers=DEFAULT_LAYE
         raise UserError(f"image {missing[0]!r} listed in {parts_file} is not in {images_dir}")
     images = read_images([images_dir / name for name in parts.images])
     check_boxes(parts, images)
-    run = load_float32_run(run_dir)
+    run = load_run(run_dir, float32=True)
     layers = check_layers(run.model, layers)
     rows = correspondence(run, images, parts, layers, draws, seed, batch_size)
     out = Path(out) if out is not None else run.run_dir / "diagnose" / "correspondence"

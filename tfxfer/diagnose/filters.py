@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tfxfer.atomic import atomic_write_text
 from tfxfer.errors import UserError
-from tfxfer.training.records import atomic_write_text
 from tfxfer.training.tensorboard import filter_grid
 from tfxfer.visualize.figures import new_figure, save_figure
 
@@ -174,11 +174,11 @@ def analyze_kernel(kernel: np.ndarray, run_id: str = "", arch: str = "", thresho
         images)
 
 
-def mean_activations(model, inputs) -> np.ndarray:
+def mean_activations(model, batches) -> np.ndarray:
     """[F] mean ReLU output of each conv1 filter over batches of network inputs (before pooling)."""
     block = model.get_layer("conv1")
     total, count = 0.0, 0
-    for x in inputs:
+    for x in batches:
         a = block.conv(block.pad(x) if block.pad is not None else x)
         if block.bn is not None:  # the ReLU comes after the batch norm
             a = block.relu(block.bn(a, training=False))
@@ -191,20 +191,13 @@ def run_health(run, thresholds: Thresholds | None = None, max_images: int | None
                batch_size: int = 256) -> FilterHealth:
     """A finished run's conv1 health; with `max_images` (not None) also the activation test over at
     most that many of its own task's test images (a seeded subset)."""
-    from tfxfer.data.pipeline import make_dataset
-    from tfxfer.visualize.deconv import dataset_images
-
     radius = run.config.arch.renorm_radius or DEFAULT_RADIUS
     thresholds = dataclasses.replace(thresholds or Thresholds(), radius=radius)
     kernel = run.model.get_layer("conv1").get_weights()[0]
     activation, source = None, None
     if max_images is not None:
-        images, source = dataset_images(run, max_images=max_images, seed=seed)
-        spec = run.spec
-        inputs = make_dataset(images, np.zeros(len(images), np.int64), input_size=spec.input_size,
-                              resize_size=spec.resize_size, norm=run.norm, batch_size=batch_size,
-                              training=False).map(lambda x, _: x)
-        activation = mean_activations(run.model, inputs)
+        images, source = run.test_images(max_images=max_images, seed=seed)
+        activation = mean_activations(run.model, run.batches(images, batch_size, "conv1 activations"))
     arch = run.config.arch.name + (f" {run.config.arch.variant}" if run.config.arch.variant else "")
     health = analyze_kernel(kernel, run.record["run_id"], arch, thresholds, activation, source)
     return dataclasses.replace(health, init_correlation=init_correlation(run))
@@ -267,10 +260,11 @@ def diagnose_filters(run_dirs, out: str | Path | None = None, thresholds: Thresh
                      max_images: int | None = 1000, seed: int = 0, batch_size: int = 256) -> list[FilterHealth]:
     """`tfxfer diagnose filters`: per run, filters.csv and filters_by_frequency.png in <out>/<run_id>
     (default <run>/diagnose); with `out`, also <out>/filters_summary.csv, one row per run."""
-    from tfxfer.visualize.inputs import check_positive, load_float32_run
+    from tfxfer.runs.finished import load_run
+    from tfxfer.visualize.inputs import check_positive
 
     check_positive(batch_size=batch_size, **({"max_images": max_images} if max_images is not None else {}))
-    runs = [load_float32_run(d) for d in run_dirs]  # every bad directory fails before anything is written
+    runs = [load_run(d, float32=True) for d in run_dirs]  # every bad directory fails before anything is written
     healths = []
     for run in runs:
         health = run_health(run, thresholds, max_images, seed, batch_size)
@@ -284,9 +278,9 @@ def diagnose_filters(run_dirs, out: str | Path | None = None, thresholds: Thresh
 def base_health(results_dir: str | Path, records: list[dict]) -> list[FilterHealth]:
     """conv1 health of every base net among `records` that has its weights in `results_dir`, by the
     norm test only (a report loads no images)."""
-    from tfxfer.training.loop import WEIGHTS_FILE
+    from tfxfer.runs.finished import load_run
+    from tfxfer.runs.layout import WEIGHTS_FILE
     from tfxfer.treatments import get_treatment
-    from tfxfer.visualize.inputs import load_float32_run
 
     dirs = [Path(results_dir) / r["run_id"] for r in records if get_treatment(r["treatment"]).is_base]
-    return [run_health(load_float32_run(d), max_images=None) for d in dirs if (d / WEIGHTS_FILE).is_file()]
+    return [run_health(load_run(d, float32=True), max_images=None) for d in dirs if (d / WEIGHTS_FILE).is_file()]

@@ -13,7 +13,7 @@ import time
 import uuid
 from pathlib import Path
 
-from tfxfer.training.records import atomic_write_text
+from tfxfer.atomic import atomic_write_text
 
 CLAIM_FILE = "claim.json"
 

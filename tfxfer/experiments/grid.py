@@ -13,12 +13,13 @@ import sys
 import time
 from pathlib import Path
 
+from tfxfer.atomic import atomic_write_text
 from tfxfer.config import Config, dump_config
 from tfxfer.data.tasks import load_data
 from tfxfer.experiments.claims import CLAIM_FILE, is_stale, read_claim, try_claim
 from tfxfer.experiments.planner import Plan
 from tfxfer.experiments.runner import run
-from tfxfer.training.records import atomic_write_text, read_result
+from tfxfer.runs.records import read_result
 from tfxfer.treatments import get_treatment
 
 PLAN_FILE = "plan.json"

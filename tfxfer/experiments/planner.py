@@ -7,7 +7,8 @@ from pathlib import Path
 
 from tfxfer.config import Config, SplitConfig
 from tfxfer.errors import UserError
-from tfxfer.experiments.runspec import RunSpec
+from tfxfer.runs.layout import RESULT_FILE
+from tfxfer.runs.spec import RunSpec
 from tfxfer.treatments import control_of, get_treatment
 
 
@@ -22,7 +23,7 @@ class Plan:
                                                                       self.deps[r.run_id] is None)]
 
     def finished(self, out: Path) -> set[str]:
-        return {r.run_id for r in self.runs if (out / r.run_id / "result.json").is_file()}
+        return {r.run_id for r in self.runs if (out / r.run_id / RESULT_FILE).is_file()}
 
     def describe(self, out: Path) -> str:
         done = self.finished(out)

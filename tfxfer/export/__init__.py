@@ -23,7 +23,7 @@ def export_run(run_dir: str | os.PathLike, layers: str | list[str], out: str | o
 
     `serving_config`: a TF Serving model_config_list file to add the model to (None: leave it).
     """
-    from tfxfer.experiments.runner import load_run
+    from tfxfer.runs.finished import load_run
 
     layers = parse_layers(layers)
     if not isinstance(top_k, int) or top_k < 1:

@@ -14,8 +14,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from tfxfer.atomic import atomic_write_text
 from tfxfer.errors import UserError
-from tfxfer.training.records import atomic_write_text
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 # Beside the SavedModel, where TF Serving expects extra files (it reads only its warm-up file there).

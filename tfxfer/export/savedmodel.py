@@ -19,8 +19,8 @@ import tensorflow as tf
 from tfxfer.data.pipeline import centre_crops, preprocess
 from tfxfer.data.sources import decode_image
 from tfxfer.errors import UserError
-from tfxfer.experiments.runner import FinishedRun
 from tfxfer.models import LAYER_NAMES
+from tfxfer.runs.finished import FinishedRun
 
 CONV_REDUCTIONS = ("avg", "flatten")
 FEATURE_SIGNATURES = ("serving_default", "features_from_pixels", "features_from_pixels_uint8")

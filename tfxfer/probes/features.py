@@ -48,24 +48,19 @@ class ModelSource:
     """A finished run's network in this process, in float32 (mixed-precision runs are rebuilt)."""
 
     def __init__(self, run, view: str = "flatten"):
-        from tfxfer.visualize.inputs import load_float32_run
+        from tfxfer.runs.finished import load_run
 
         self.view = check_view(view)
-        self.run = load_float32_run(run.run_dir) if run.config.recipe.precision != "float32" else run
+        self.run = load_run(run.run_dir, float32=True) if run.config.recipe.precision != "float32" else run
         self._forward: dict[tuple[str, ...], object] = {}
 
     def batches(self, images: np.ndarray, layers, batch_size: int):
         """{layer: float32 [b, D]} for consecutive batches of uint8 images, preprocessed as in evaluation."""
-        from tfxfer.data.pipeline import make_dataset
-
         layers = tuple(layers)
         if layers not in self._forward:
             model = feature_model(self.run, list(layers), self.view)
             self._forward[layers] = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
-        spec = self.run.spec
-        ds = make_dataset(images, np.zeros(len(images), np.int64), input_size=spec.input_size,
-                          resize_size=spec.resize_size, norm=self.run.norm, batch_size=batch_size, training=False)
-        for x, _ in ds:
+        for x in self.run.batches(images, batch_size, ",".join(layers)):
             yield {name: v.numpy() for name, v in self._forward[layers](x).items()}
 
     def features(self, images: np.ndarray, layers, batch_size: int = 256) -> dict[str, np.ndarray]:

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
+from tfxfer.atomic import atomic_write_text
 from tfxfer.errors import UserError
 from tfxfer.models import LAYER_NAMES
 from tfxfer.probes.features import check_view, feature_source, probe_layers
 from tfxfer.probes.linear import parse_classifiers, probe_accuracy
 from tfxfer.probes.targets import draw_fold, fold_seed, resolve_target
-from tfxfer.training.records import atomic_write_text
 
 SCRATCH = "scratch"  # the classifier name of the from-scratch rows; their layer is "all"
 CSV_FIELDS = ("run_id", "target", "view", "classifier", "layer", "layer_index", "k", "fold", "seed", "accuracy",
@@ -54,7 +54,7 @@ def probe(run_dir, dataset: str | None = None, layers=None, classifiers=None, pe
     Features come from the run's network in this process (cached), or from an export of it:
     `server` (http:// or grpc://, with `model` and `version`) or `export` (a SavedModel directory).
     """
-    from tfxfer.experiments.runner import load_run
+    from tfxfer.runs.finished import load_run
 
     layers = probe_layers(layers)
     classifiers = parse_classifiers(classifiers)

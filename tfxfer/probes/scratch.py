@@ -12,10 +12,10 @@ from tfxfer.config import Config
 from tfxfer.data.pipeline import Normalization
 from tfxfer.data.splits import Split
 from tfxfer.data.tasks import TaskData
-from tfxfer.experiments.runspec import RunSpec
 from tfxfer.probes.linear import mean_per_class_accuracy
 from tfxfer.probes.targets import Fold, Target
-from tfxfer.training.records import read_result
+from tfxfer.runs.records import read_result
+from tfxfer.runs.spec import RunSpec
 
 
 def scratch_spec(run, target: Target, fold: Fold, steps: int, out: Path) -> RunSpec:
@@ -35,7 +35,7 @@ def scratch_spec(run, target: Target, fold: Fold, steps: int, out: Path) -> RunS
 
 def scratch_accuracy(run, target: Target, fold: Fold, steps: int, out: Path, verbose: bool = False) -> float:
     """Mean per-class test accuracy of a network trained from scratch on the fold (reused if trained before)."""
-    from tfxfer.experiments.runner import load_run
+    from tfxfer.runs.finished import load_run
     from tfxfer.training.loop import predict_logits, train
 
     spec = scratch_spec(run, target, fold, steps, out)

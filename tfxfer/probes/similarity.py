@@ -13,12 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
+from tfxfer.atomic import atomic_write_text
 from tfxfer.errors import UserError
 from tfxfer.models import LAYER_NAMES
 from tfxfer.probes.cka import KERNELS, MinibatchCKA
 from tfxfer.probes.features import ModelSource, check_view, probe_layers
 from tfxfer.probes.probe import to_csv
-from tfxfer.training.records import atomic_write_text, read_result
+from tfxfer.runs.layout import RESULT_FILE
+from tfxfer.runs.records import read_result
 
 CSV_FIELDS = ("run_x", "run_y", "layer_x", "layer_y", "cka", "kernel", "view", "images", "passes")
 MIN_BATCH = 4  # the unbiased HSIC needs at least 4 examples
@@ -60,8 +62,7 @@ def similarity(paths, layers=None, dataset: str | None = None, data_path: str | 
                max_images: int = 5000, batch_size: int = 1024, passes: int = 1, kernel: str = "linear",
                view: str = "flatten", seed: int = 0, out=None, verbose: bool = True) -> dict[str, Path]:
     """CKA between two runs (two run directories) or within a grid (one experiment directory)."""
-    from tfxfer.experiments.runner import load_run
-    from tfxfer.visualize.deconv import dataset_images
+    from tfxfer.runs.finished import load_run
 
     layers = probe_layers(layers, default=LAYER_NAMES)
     if kernel not in KERNELS:
@@ -89,8 +90,8 @@ def similarity(paths, layers=None, dataset: str | None = None, data_path: str | 
         rx, ry = runs[px], runs[py]
         cfg = rx.config
         name = dataset or cfg.dataset.name
-        images, described = dataset_images(rx, name, data_path or (cfg.dataset.path if name == cfg.dataset.name
-                                                                    else None), max_images, seed)
+        images, described = rx.test_images(name, data_path or (cfg.dataset.path if name == cfg.dataset.name
+                                                               else None), max_images, seed)
         t = time.perf_counter()
         matrix = layer_cka(sources[px], sources[py], images, layers, layers, kernel, batch_size, passes, seed)
         idx, idy = rx.record["run_id"], ry.record["run_id"]
@@ -131,7 +132,7 @@ def grid_pairs(results_dir: Path) -> list[tuple[Path, Path]]:
     """In an experiment directory: (baseA, baseB) of every split, and (base of the target task, run)
     for every transferred run, as far as both are finished."""
     from tfxfer.config import Config
-    from tfxfer.experiments.runspec import RunSpec
+    from tfxfer.runs.spec import RunSpec
     from tfxfer.treatments import get_treatment
 
     if not results_dir.is_dir():
@@ -139,7 +140,7 @@ def grid_pairs(results_dir: Path) -> list[tuple[Path, Path]]:
     if read_result(results_dir) is not None:
         raise UserError(f"{results_dir} is a single run; give two run directories, or an experiment directory")
     pairs = []
-    for result in sorted(results_dir.glob("*/result.json")):
+    for result in sorted(results_dir.glob(f"*/{RESULT_FILE}")):
         record = read_result(result.parent)
         treatment = get_treatment(record["treatment"])
         if treatment.name == "baseB":

@@ -8,6 +8,7 @@ import html
 import json
 from pathlib import Path
 
+from tfxfer.atomic import atomic_write_text
 from tfxfer.errors import UserError
 from tfxfer.report.analysis import (
     CONVERGED_GAIN,
@@ -22,7 +23,7 @@ from tfxfer.report.analysis import (
     table3,
 )
 from tfxfer.report.figures import figure2, figure3
-from tfxfer.training.records import atomic_write_text
+from tfxfer.runs.layout import RESULT_FILE
 
 
 def missing_runs(results_dir: Path, records: list[dict]) -> list[dict]:
@@ -186,7 +187,7 @@ def write_report(results_dir: str | Path) -> list[Path]:
         raise UserError(f"results directory {results_dir} does not exist")
     records = load_records(results_dir)
     if not records:
-        raise UserError(f"results directory {results_dir} holds no result records (*/result.json)")
+        raise UserError(f"results directory {results_dir} holds no result records (*/{RESULT_FILE})")
     grid = Grid(records)
     figures = figure2(grid, results_dir) + figure3(grid, results_dir)
     from tfxfer.diagnose.filters import base_health

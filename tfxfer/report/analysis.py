@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from tfxfer.training.records import RESULT_FIELDS
+from tfxfer.runs.layout import RESULT_FILE
+from tfxfer.runs.records import RESULT_FIELDS
 from tfxfer.treatments import get_treatment
 
 ROLES = ("base", "selffer", "selffer+", "transfer", "transfer+", "random", "base-long")
@@ -39,7 +40,7 @@ def role(treatment: str) -> str:
 
 
 def load_records(results_dir: Path) -> list[dict]:
-    return sorted((json.loads(p.read_text()) for p in Path(results_dir).glob("*/result.json")),
+    return sorted((json.loads(p.read_text()) for p in Path(results_dir).glob(f"*/{RESULT_FILE}")),
                   key=lambda r: (r["split"], r["split_seed"] or 0, r["treatment"], r["n"]))
 
 

@@ -12,11 +12,11 @@ import io
 import os
 from pathlib import Path
 
-import keras
 import numpy as np
 
 from tfxfer.data.sources import IMAGE_EXTENSIONS
 from tfxfer.errors import UserError
+from tfxfer.progress import Bar
 
 
 def list_images(folder: str | os.PathLike) -> tuple[list[Path], np.ndarray, list[str]]:
@@ -42,7 +42,7 @@ def list_images(folder: str | os.PathLike) -> tuple[list[Path], np.ndarray, list
 
 def extract(client, batches, total: int, signature: str, verbose: bool = True) -> dict[str, np.ndarray]:
     """Send each batch of inputs; the outputs of all batches, concatenated."""
-    bar = keras.utils.Progbar(total, unit_name="image", verbose=1 if verbose else 0)
+    bar = Bar(total, "images", enabled=verbose)
     parts: dict[str, list[np.ndarray]] = {}
     done = 0
     for inputs in batches:
@@ -50,6 +50,7 @@ def extract(client, batches, total: int, signature: str, verbose: bool = True) -
             parts.setdefault(name, []).append(value)
         done += len(next(iter(inputs.values())))
         bar.update(done)
+    bar.close()
     return {name: np.concatenate(values) for name, values in parts.items()}
 
 

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from tfxfer.training.records import atomic_write_text
-
-HISTORY_FILE = "history.json"
+from tfxfer.atomic import atomic_write_text
+from tfxfer.runs.layout import CHECKPOINTS_DIR, HISTORY_FILE
 
 
 class EpochCheckpoints:
@@ -26,7 +25,7 @@ class EpochCheckpoints:
         self.checkpoint = tf.train.Checkpoint(model=[v.value for v in model.variables],
                                               optimizer=[v.value for v in optimizer.variables], epoch=self.epoch)
         # Under MultiWorkerMirroredStrategy every worker must save; only the chief's copy is kept.
-        directory = run_dir / "checkpoints" if chief else Path(tempfile.mkdtemp(prefix="tfxfer-worker-ckpt-"))
+        directory = run_dir / CHECKPOINTS_DIR if chief else Path(tempfile.mkdtemp(prefix="tfxfer-worker-ckpt-"))
         self.directory = directory
         self.manager = tf.train.CheckpointManager(self.checkpoint, str(directory), max_to_keep=keep)
         self.history_path = run_dir / HISTORY_FILE

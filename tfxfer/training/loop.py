@@ -16,21 +16,21 @@ import numpy as np
 import tensorflow as tf
 
 from tfxfer import __version__
+from tfxfer.atomic import atomic_write_text
 from tfxfer.config import Config, RecipeConfig, dump_config
 from tfxfer.data.pipeline import fixed_views, make_dataset, make_feature_dataset
 from tfxfer.data.tasks import TaskData
-from tfxfer.experiments.runspec import RunSpec
 from tfxfer.models import LAYER_NAMES, build_model
+from tfxfer.progress import Bar
+from tfxfer.runs.layout import CONFIG_FILE, NORMALIZATION_FILE, TB_DIR, WEIGHTS_FILE
+from tfxfer.runs.records import write_result
+from tfxfer.runs.spec import RunSpec
 from tfxfer.training import prefix_cache
 from tfxfer.training.checkpoints import EpochCheckpoints
-from tfxfer.training.records import atomic_write_text, write_result
 from tfxfer.training.strategy import device_name, is_chief, make_strategy
 from tfxfer.training.tensorboard import RunLogger
 from tfxfer.treatments import build_treatment, frozen_layers, get_treatment
 
-WEIGHTS_FILE = "model.weights.h5"
-CONFIG_FILE = "config.yaml"
-NORMALIZATION_FILE = "normalization.json"
 EVAL_BATCH = 256
 LAST_EPOCHS = 3  # the record keeps the validation top-1 of this many last epochs, to judge convergence
 
@@ -242,15 +242,13 @@ def train(spec: RunSpec, run_dir: Path, task: TaskData, base_weights: Path | Non
     hparams = {"run_id": spec.run_id, "treatment": spec.treatment, "n": spec.n, "dataset": cfg.dataset.name,
                "arch": cfg.arch.name, "split": task.split.kind, "split_seed": task.split.seed or 0,
                "seed": cfg.seed, "lr": recipe.lr, "batch_size": recipe.batch_size, "precision": recipe.precision}
-    logger = RunLogger(run_dir / "tb", hparams if not history else None, enabled=chief)
+    logger = RunLogger(run_dir / TB_DIR, hparams if not history else None, enabled=chief)
     # Steps run in chunks inside one traced call; the progress bar, when shown, updates between them.
     chunk = min(steps_per_epoch, 10) if verbose and chief else steps_per_epoch
     for epoch in range(len(history), recipe.epochs):
         if recipe.early_stopping_patience and _stalled(history, recipe.early_stopping_patience):
             break
-        bar = keras.utils.Progbar(steps_per_epoch, stateful_metrics=["loss", "top1"], verbose=1 if verbose and chief else 0)
-        if verbose and chief:
-            print(f"{spec.run_id} epoch {epoch + 1}/{recipe.epochs}")
+        bar = Bar(steps_per_epoch, f"{spec.run_id} epoch {epoch + 1}/{recipe.epochs}", enabled=verbose and chief)
         t_epoch = time.perf_counter()
         iterator = iter(dataset_fn(epoch))
         totals, done, t0 = np.zeros(2), 0, time.perf_counter()
@@ -259,7 +257,7 @@ def train(spec: RunSpec, run_dir: Path, task: TaskData, base_weights: Path | Non
             totals += train_chunk(iterator, tf.constant(k)).numpy()
             done += k
             seen = done * global_batch
-            bar.update(done, [("loss", totals[0] / seen), ("top1", totals[1] / seen)])
+            bar.update(done, loss=totals[0] / seen, top1=totals[1] / seen)
         epoch_s = time.perf_counter() - t0
         val = validate()
         scalars = {"train_loss": totals[0] / seen, "train_top1": totals[1] / seen, "val_loss": val.get("loss"),
@@ -273,9 +271,10 @@ def train(spec: RunSpec, run_dir: Path, task: TaskData, base_weights: Path | Non
                         "traces": train_chunk.experimental_get_tracing_count()})
         cache_s = 0.0
         checkpoints.save(epoch + 1, history)
-        if verbose and chief:
-            print(f"  val top1 {val.get('top1', float('nan')):.4f}  lr {scalars['lr']:g}  "
-                  f"{scalars['images_per_s']:.0f} img/s")
+        # One line per epoch, on a terminal (in place of the bar) or not.
+        bar.close(f"{bar.label}: loss {scalars['train_loss']:.4f}  top1 {scalars['train_top1']:.4f}  "
+                  f"val top1 {val.get('top1', float('nan')):.4f}  lr {scalars['lr']:g}  "
+                  f"{scalars['images_per_s']:.0f} img/s" if verbose and chief else None)
 
     t_test = time.perf_counter()
     test = evaluate(forward, task.test_x, task.test_y, task)

@@ -25,13 +25,13 @@ from keras_tuner.engine.trial import TrialStatus
 from keras_tuner.src.distribute import utils as dist_utils
 from tensorboard.plugins.hparams import api as hparams_api
 
+from tfxfer.atomic import atomic_write_text
 from tfxfer.config import Config, dump_config
 from tfxfer.data.tasks import load_data
 from tfxfer.errors import UserError
 from tfxfer.experiments.runner import run
-from tfxfer.experiments.runspec import RunSpec
-from tfxfer.training.checkpoints import HISTORY_FILE
-from tfxfer.training.records import atomic_write_text
+from tfxfer.runs.layout import HISTORY_FILE
+from tfxfer.runs.spec import RunSpec
 from tfxfer.training.tensorboard import RunLogger
 from tfxfer.tuning.oracle import ORACLES, serve
 from tfxfer.tuning.space import (

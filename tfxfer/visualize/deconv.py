@@ -22,18 +22,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfxfer.data.pipeline import make_dataset
 from tfxfer.errors import UserError
+from tfxfer.runs.finished import load_run
 from tfxfer.visualize.figures import new_figure, publish, save_figure, tile
-from tfxfer.visualize.inputs import (
-    CONV_LAYERS,
-    check_conv_layer,
-    check_positive,
-    display_images,
-    load_float32_run,
-    network_inputs,
-    output_dir,
-)
+from tfxfer.visualize.inputs import CONV_LAYERS, check_conv_layer, check_positive, display_images, output_dir
 
 
 def max_pool_with_switches(x: tf.Tensor, pool) -> tuple[tf.Tensor, tf.Tensor]:
@@ -171,14 +163,14 @@ class TopActivations:
     cols: np.ndarray
 
 
-def top_activations(model, dataset: tf.data.Dataset, layer: str, maps, k: int) -> TopActivations:
-    """Search batches of network inputs (`dataset`) for the top-k activations of each of `maps`."""
+def top_activations(model, batches, layer: str, maps, k: int) -> TopActivations:
+    """Search batches of network inputs for the top-k activations of each of `maps`."""
     check_conv_layer(layer)
     features = keras.Model(model.input, model.get_layer(layer).output)
     maps = np.asarray(maps)
 
     values, where = [], []
-    for x in dataset:
+    for x in batches:
         a = tf.gather(features(x, training=False), maps, axis=-1)
         flat = tf.reshape(a, (tf.shape(a)[0], -1, len(maps)))
         values.append(tf.reduce_max(flat, axis=1).numpy())
@@ -198,32 +190,11 @@ def project_top(run, images: np.ndarray, top: TopActivations, layer: str, batch_
     projections, field = [], None
     for b in range(0, len(entries), batch_size):
         idx, rows, cols, maps = (np.asarray(c, np.int32) for c in zip(*entries[b:b + batch_size]))
-        out, traces = forward(run.model, network_inputs(run, images[idx]), layer)
+        out, traces = forward(run.model, run.inputs(images[idx]), layer)
         projections.append(project(one_activation(out, rows, cols, maps), traces).numpy())
         field = receptive_field(traces)
     size = projections[0].shape[1]
     return np.concatenate(projections).reshape(m, k, size, size, 3), field
-
-
-def dataset_images(run, dataset: str | None = None, data_path: str | None = None,
-                   max_images: int | None = None, seed: int = 0) -> tuple[np.ndarray, str]:
-    """uint8 images to search: the run's own test images by default, else `dataset`'s test images
-    (any registry name: cifar10, folder:PATH, ...); at most `max_images`, a seeded random subset."""
-    from tfxfer.data.registry import load_dataset
-    from tfxfer.data.splits import task_arrays
-    from tfxfer.data.tasks import load_data
-    from tfxfer.treatments import get_treatment
-
-    if dataset is None:
-        data, split, _ = load_data(run.config)
-        x, _ = task_arrays(data, split, get_treatment(run.record["treatment"]).target, "test")
-        name = f"{data.name} test images of {run.record['run_id']}'s task"
-    else:
-        x = load_dataset(dataset, path=data_path, image_size=run.spec.resize_size).test_x
-        name = f"{dataset} test images"
-    if max_images is not None and max_images < len(x):
-        x = x[np.sort(np.random.default_rng(seed).choice(len(x), max_images, replace=False))]
-    return x, f"{len(x)} {name}"
 
 
 def display_projection(p: np.ndarray) -> np.ndarray:
@@ -245,7 +216,7 @@ def deconv_figure(run, images: np.ndarray, top: TopActivations, projections: np.
                  fontsize=9)
     for i in range(m):
         crops, patches = [], []
-        inputs = display_images(run, network_inputs(run, images[top.images[i]]))
+        inputs = display_images(run, run.inputs(images[top.images[i]]))
         for j in range(k):
             (y0, y1), (x0, x1) = field.window(top.rows[i, j], size), field.window(top.cols[i, j], size)
             crops.append(display_projection(projections[i, j, y0:y1, x0:x1]))
@@ -272,19 +243,15 @@ def draw_deconv(run_dir: str | Path, layers, maps: int = 16, top: int = 9, datas
         check_positive(max_images=max_images)
     if data_path is not None and dataset is None:
         raise UserError(f"data path {data_path!r} needs a dataset to read it as; allowed: --data-path with --dataset")
-    run = load_float32_run(run_dir)
-    images, source = dataset_images(run, dataset, data_path, max_images, seed)
+    run = load_run(run_dir, float32=True)
+    images, source = run.test_images(dataset, data_path, max_images, seed)
     if len(images) == 0:
         raise UserError(f"dataset {dataset or run.config.dataset.name!r} has no test images to search")
-    spec = run.spec
-    inputs = make_dataset(images, np.zeros(len(images), np.int64), input_size=spec.input_size,
-                          resize_size=spec.resize_size, norm=run.norm, batch_size=batch_size,
-                          training=False).map(lambda x, _: x)
     written = {}
     for layer in layers:
         n_maps = run.model.get_layer(layer).conv.filters
         chosen = np.sort(np.random.default_rng(seed).choice(n_maps, min(maps, n_maps), replace=False))
-        found = top_activations(run.model, inputs, layer, chosen, top)
+        found = top_activations(run.model, run.batches(images, batch_size, f"{layer} search"), layer, chosen, top)
         projections, field = project_top(run, images, found, layer, batch_size)
         written[f"deconv_{layer}"] = deconv_figure(run, images, found, projections, field, layer, source,
                                                    output_dir(run, out) / f"deconv_{layer}.png")

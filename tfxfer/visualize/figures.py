@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from tfxfer.runs.layout import TB_DIR
+
 
 def new_figure(width: float, height: float) -> Figure:
     return Figure(figsize=(width, height), dpi=100, layout="constrained")
@@ -47,7 +49,7 @@ def log_to_tensorboard(run_dir: str | Path, pngs: dict[str, Path], step: int) ->
     """Log the written PNGs as TensorBoard images under <run>/tb, tagged `visualize/<name>`."""
     import tensorflow as tf
 
-    writer = tf.summary.create_file_writer(str(Path(run_dir) / "tb"))
+    writer = tf.summary.create_file_writer(str(Path(run_dir) / TB_DIR))
     with writer.as_default(step=step):
         for name, png in pngs.items():
             image = tf.io.decode_png(tf.io.read_file(str(png)), channels=3)

@@ -10,9 +10,11 @@ from pathlib import Path
 import numpy as np
 
 from tfxfer.errors import UserError
+from tfxfer.runs.finished import load_run
+from tfxfer.runs.layout import TB_DIR
 from tfxfer.training.tensorboard import filter_grid
 from tfxfer.visualize.figures import new_figure, publish, save_figure
-from tfxfer.visualize.inputs import load_float32_run, output_dir
+from tfxfer.visualize.inputs import output_dir
 
 KERNEL_TAG = "conv1/kernel"
 COLUMNS = 7  # epochs per row of the evolution figure
@@ -26,7 +28,7 @@ def logged_kernels(run_dir: str | Path) -> dict[int, np.ndarray]:
         EventAccumulator,
     )
 
-    tb = Path(run_dir) / "tb"
+    tb = Path(run_dir) / TB_DIR
     events = EventAccumulator(str(tb), size_guidance={TENSORS: 0})  # 0: keep every epoch
     events.Reload()
     if KERNEL_TAG not in events.Tags()["tensors"]:
@@ -54,7 +56,7 @@ def filters_figure(kernels: dict[int, np.ndarray], title: str, path: str | Path)
 def draw_filters(run_dir: str | Path, epochs: bool = False, out: str | Path | None = None,
                  tensorboard: bool = False) -> dict[str, Path]:
     """conv1's filters of a finished run (final weights), or at each logged epoch with `epochs`."""
-    run = load_float32_run(run_dir)
+    run = load_run(run_dir, float32=True)
     run_id = run.record["run_id"]
     if epochs:
         kernels = logged_kernels(run.run_dir)

@@ -16,16 +16,9 @@ import numpy as np
 import tensorflow as tf
 
 from tfxfer.errors import UserError
+from tfxfer.runs.finished import FinishedRun, load_run
 from tfxfer.visualize.figures import new_figure, publish, save_figure, tile
-from tfxfer.visualize.inputs import (
-    check_positive,
-    display_images,
-    load_float32_run,
-    open_images,
-    output_dir,
-    predict,
-    submodel,
-)
+from tfxfer.visualize.inputs import check_positive, display_images, open_images, output_dir
 
 TRANSFORMS = ("translate", "scale", "rotate")
 FEATURE_LAYERS = ("conv1", "fc7")
@@ -86,19 +79,19 @@ def transformed_copies(xs: np.ndarray, which: np.ndarray, transforms: np.ndarray
         apply, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
-def invariance_curves(model, xs: np.ndarray, labels: list[int | None], ranges: Ranges,
+def invariance_curves(run: FinishedRun, xs: np.ndarray, labels: list[int | None], ranges: Ranges,
                       batch_size: int) -> tuple[dict[str, np.ndarray], dict[str, dict[str, np.ndarray]]]:
     """Per transform: {"conv1": [N, T] distances, "fc7": [N, T], "probability": [N, T]} and the
     amounts. An image without a true label is followed on its top class in the untransformed image."""
     check_positive(batch_size=batch_size)
     amounts = ranges.amounts(xs.shape[1])
-    net = submodel(model, [*FEATURE_LAYERS, "logits"])
-    *base_features, base_logits = (np.asarray(a) for a in net(xs, training=False))
+    layers = [*FEATURE_LAYERS, "logits"]
+    *base_features, base_logits = run.predict(layers, xs, batch_size)
     labels = np.array([np.argmax(base_logits[i]) if label is None else label for i, label in enumerate(labels)])
     kinds = [(kind, a) for kind in TRANSFORMS for a in amounts[kind]]
     which = np.repeat(np.arange(len(xs)), len(kinds))
     vectors = np.stack([transform_vector(kind, a, xs.shape[1]) for _ in xs for kind, a in kinds])
-    *features, logits = predict(net, transformed_copies(xs, which, vectors), batch_size)
+    *features, logits = run.predict(layers, transformed_copies(xs, which, vectors), batch_size)
     curves = {"probability": tf.nn.softmax(logits, axis=-1).numpy()[np.arange(len(which)), labels[which]]}
     for layer, f, base in zip(FEATURE_LAYERS, features, base_features):
         curves[layer] = np.linalg.norm(f.reshape(len(which), -1) - base[which].reshape(len(which), -1), axis=1)
@@ -111,7 +104,7 @@ def invariance_curves(model, xs: np.ndarray, labels: list[int | None], ranges: R
 def invariance_figure(run, xs: np.ndarray, names: list[str], labels: list[int | None], ranges: Ranges,
                       batch_size: int, path: str | Path) -> Path:
     """Fig. 5: one row per transform; the first image transformed, conv1 and fc7 distances, p(true)."""
-    amounts, curves = invariance_curves(run.model, xs, labels, ranges, batch_size)
+    amounts, curves = invariance_curves(run, xs, labels, ranges, batch_size)
     size = xs.shape[1]
     fig = new_figure(16, 10)
     fig.suptitle(f"{run.record['run_id']}: feature invariance of {len(xs)} image(s)")
@@ -140,7 +133,7 @@ def draw_invariance(run_dir: str | Path, images, ranges: Ranges = Ranges(), labe
                     tensorboard: bool = False) -> dict[str, Path]:
     """Fig. 5 for the image files, all in one <out>/invariance.png."""
     check_positive(batch_size=batch_size)
-    run = load_float32_run(run_dir)
+    run = load_run(run_dir, float32=True)
     ranges.amounts(run.spec.input_size)  # bad ranges are refused before anything is computed or written
     xs, names, labels = open_images(run, images, label)
     written = {"invariance": invariance_figure(run, xs, names, labels, ranges, batch_size,

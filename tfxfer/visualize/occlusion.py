@@ -18,17 +18,10 @@ import matplotlib.patches
 import numpy as np
 import tensorflow as tf
 
+from tfxfer.runs.finished import FinishedRun, load_run
 from tfxfer.visualize import deconv
 from tfxfer.visualize.figures import new_figure, publish, save_figure
-from tfxfer.visualize.inputs import (
-    check_positive,
-    display_images,
-    load_float32_run,
-    open_images,
-    output_dir,
-    predict,
-    submodel,
-)
+from tfxfer.visualize.inputs import check_positive, display_images, open_images, output_dir
 
 FEATURE_LAYER = "conv5"
 
@@ -67,18 +60,18 @@ class OcclusionMaps:
     unoccluded_activation: float
 
 
-def occlusion_maps(model, x: np.ndarray, label: int | None, size: int, stride: int,
+def occlusion_maps(run: FinishedRun, x: np.ndarray, label: int | None, size: int, stride: int,
                    batch_size: int) -> OcclusionMaps:
     """The three maps of Fig. 7 for one network input x [S, S, 3]."""
     check_positive(size=size, stride=stride, batch_size=batch_size)
-    net = submodel(model, [FEATURE_LAYER, "logits"])
-    features, logits = net(x[None], training=False)
-    features = features.numpy()[0]
+    layers = [FEATURE_LAYER, "logits"]
+    features, logits = run.predict(layers, x[None], batch_size)
+    features = features[0]
     feature_map = int(np.argmax(np.max(features, axis=(0, 1))))
     probs = tf.nn.softmax(logits, axis=-1).numpy()[0]
     label = int(np.argmax(probs)) if label is None else label
     boxes = occluder_boxes(x.shape[0], size, stride)
-    occluded_features, occluded_logits = predict(net, occluded_copies(x, boxes), batch_size)
+    occluded_features, occluded_logits = run.predict(layers, occluded_copies(x, boxes), batch_size)
     n = math.isqrt(len(boxes))
     occluded_probs = tf.nn.softmax(occluded_logits, axis=-1).numpy()
     return OcclusionMaps(
@@ -114,7 +107,7 @@ def occlusion_figure(run, xs: np.ndarray, names: list[str], labels: list[int | N
     label_cmap = matplotlib.colors.ListedColormap([label_colours(i % label_colours.N) for i in range(len(classes))])
     axes = fig.subplots(len(xs), 5, squeeze=False)
     for row, x, name, label in zip(axes, xs, names, labels):
-        maps = occlusion_maps(run.model, x, label, size, stride, batch_size)
+        maps = occlusion_maps(run, x, label, size, stride, batch_size)
         n = maps.probability.shape[0]
         extent = (0, n * stride, n * stride, 0)
         image = display_images(run, x)
@@ -151,7 +144,7 @@ def draw_occlusion(run_dir: str | Path, images, size: int, stride: int, label: s
                    tensorboard: bool = False) -> dict[str, Path]:
     """Fig. 7 for each image file: one row per image in <out>/occlusion.png."""
     check_positive(size=size, stride=stride, batch_size=batch_size)
-    run = load_float32_run(run_dir)
+    run = load_run(run_dir, float32=True)
     xs, names, labels = open_images(run, images, label)
     written = {"occlusion": occlusion_figure(run, xs, names, labels, size, stride, batch_size,
                                              output_dir(run, out) / "occlusion.png")}

@@ -1,10 +1,12 @@
-"""Result records and the atomic writes every stage uses for its outputs."""
+"""Result records: what one finished run measured, one JSON file written atomically, last."""
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
+
+from tfxfer.atomic import atomic_write_text
+from tfxfer.runs.layout import RESULT_FILE
 
 # Field names fixed by DESIGN.md: reports and outside tools read them.
 # train_top1 came later (records before it lack it): base nets' top-1 on their training images
@@ -13,27 +15,6 @@ from pathlib import Path
 RESULT_FIELDS = ("run_id", "treatment", "n", "base_run_id", "dataset", "arch", "split", "split_seed", "split_hash",
                  "classes", "seed", "top1", "top5", "best_val_top1", "val_top1_last", "train_top1", "epochs", "wall_s",
                  "images_per_s", "precision", "device", "version", "config")
-RESULT_FILE = "result.json"
-# mkstemp makes files readable by their owner only; results are meant to be shared.
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write to a temporary file in the same directory, then rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.fchmod(fd, 0o666 & ~_UMASK)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def write_result(run_dir: str | os.PathLike, record: dict) -> Path:
