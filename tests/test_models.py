@@ -10,9 +10,9 @@ from tfxfer.models.blocks import FilterRenorm
 
 
 def test_registry_lists_and_rejects():
-    assert list_archs() == ["caffenet", "cifar8", "zfnet"]
+    assert list_archs() == ["caffenet", "cifar8", "cifar8-bn", "zfnet"]
     assert list_archs("*net") == ["caffenet", "zfnet"]
-    with pytest.raises(UserError, match="arch 'vgg' is unknown; allowed: caffenet, cifar8, zfnet"):
+    with pytest.raises(UserError, match="arch 'vgg' is unknown; allowed: caffenet, cifar8, cifar8-bn, zfnet"):
         get_arch("vgg")
 
 
@@ -20,6 +20,7 @@ def test_registry_lists_and_rejects():
     ("caffenet", [27, 13, 13, 13, 6]),  # Krizhevsky et al.: 55 → pool 27, 27 → pool 13, …, pool 6
     ("zfnet", [55, 13, 13, 13, 6]),  # Zeiler & Fergus Fig. 3: 110 → pool 55, 26 → pool 13, …, pool 6
     ("cifar8", [16, 8, 8, 8, 4]),
+    ("cifar8-bn", [16, 8, 8, 8, 4]),
 ])
 def test_eight_named_layers_and_feature_map_sizes(arch, maps):
     model = build_model(get_arch(arch, width=0.05), 7)
