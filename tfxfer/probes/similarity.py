@@ -131,7 +131,6 @@ def markdown(curves: dict[str, dict[str, float]], layers, kernel: str, wall_s: f
 def grid_pairs(results_dir: Path) -> list[tuple[Path, Path]]:
     """In an experiment directory: (baseA, baseB) of every split, and (base of the target task, run)
     for every transferred run, as far as both are finished."""
-    from tfxfer.config import Config
     from tfxfer.runs.spec import RunSpec
     from tfxfer.treatments import get_treatment
 
@@ -145,7 +144,7 @@ def grid_pairs(results_dir: Path) -> list[tuple[Path, Path]]:
         treatment = get_treatment(record["treatment"])
         if treatment.name == "baseB":
             continue
-        config = Config.from_dict(record["config"])
+        config = RunSpec.of_record(record).config
         other = "baseB" if treatment.name == "baseA" else f"base{treatment.target}"
         base_dir = results_dir / RunSpec(other, 0, config).run_id
         if read_result(base_dir) is not None:

@@ -55,6 +55,19 @@ class RunSpec:
                                      lr_step_epochs=r.lr_step_epochs and r.lr_step_epochs * factor)
         return dataclasses.replace(self.config, recipe=recipe)
 
+    @classmethod
+    def of_record(cls, record: dict) -> "RunSpec":
+        """The spec a result record was trained from. A record holds the config it trained with, so
+        a run trained longer holds stretched epochs: undo the stretch to get the experiment's."""
+        config = Config.from_dict(record["config"])
+        factor = get_treatment(record["treatment"]).epochs_factor
+        if factor > 1:
+            r = config.recipe
+            recipe = dataclasses.replace(r, epochs=r.epochs // factor,
+                                         lr_step_epochs=r.lr_step_epochs and r.lr_step_epochs // factor)
+            config = dataclasses.replace(config, recipe=recipe)
+        return cls(record["treatment"], record["n"], config)
+
     @property
     def base(self) -> "RunSpec | None":
         """The base network's spec this treatment copies from (same data, split, arch, recipe, seed)."""
