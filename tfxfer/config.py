@@ -20,6 +20,9 @@ STRATEGIES = ("auto", "default", "mirrored", "multiworker")
 SPLIT_KINDS = ("random", "dissimilar", "explicit")
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("step", "cosine", "linear")
+# How images become network inputs: tfxfer's per-channel standardization of the dataset, Keras
+# Applications' preprocess_input modes, or 0..255 pixels (models that rescale inside).
+PREPROCESSING = ("standardize", "caffe", "tf", "torch", "raw")
 
 
 @dataclasses.dataclass
@@ -69,6 +72,31 @@ class ArchConfig:
                "a number > 0 or null")
         _check(self.variant is None or self.variant in VARIANTS, at, "variant", self.variant,
                "null or one of " + ", ".join(VARIANTS))
+
+
+@dataclasses.dataclass
+class BaseModelConfig:
+    """A network of the user's own as the base (tfxfer.models.external), in place of a base run:
+    a Keras model file cut at named layers; treatments AnB, AnB+ and random copy it up to cut n."""
+
+    path: str | None = None  # a .keras file, or a .weights.h5 with `application`; null: no such base
+    sha256: str | None = None  # the file's; filled in when the config is resolved, checked when given
+    application: str | None = None  # the keras.applications architecture of a .weights.h5, e.g. MobileNetV2
+    application_kwargs: dict = dataclasses.field(default_factory=dict)  # e.g. {alpha: 0.35, include_top: false}
+    input_size: int | None = None  # the square input's side; null: the model's own
+    cuts: list[str] | str | None = None  # layer names (nested: outer/inner), or "auto": the stage outputs
+    preprocessing: str = "standardize"  # one of PREPROCESSING
+    head: list[int] = dataclasses.field(default_factory=list)  # hidden ReLU units of the new head; []: linear
+
+    def validate(self, at):
+        _check(self.preprocessing in PREPROCESSING, at, "preprocessing", self.preprocessing, ", ".join(PREPROCESSING))
+        _check(self.input_size is None or self.input_size > 0, at, "input_size", self.input_size,
+               "a positive integer or null")
+        _check(all(u > 0 for u in self.head), at, "head", self.head, "a list of positive integers")
+        _check(self.cuts is None or self.cuts == "auto" or isinstance(self.cuts, list) and len(self.cuts) > 0, at,
+               "cuts", self.cuts, "a non-empty list of layer names, auto, or null")
+        _check(self.application is None or self.path is not None, at, "application", self.application,
+               "null unless base_model.path is set")
 
 
 @dataclasses.dataclass
@@ -271,6 +299,7 @@ class Config:
     dataset: DatasetConfig = dataclasses.field(default_factory=DatasetConfig)
     split: SplitConfig = dataclasses.field(default_factory=SplitConfig)
     arch: ArchConfig = dataclasses.field(default_factory=ArchConfig)
+    base_model: BaseModelConfig = dataclasses.field(default_factory=BaseModelConfig)
     recipe: RecipeConfig = dataclasses.field(default_factory=RecipeConfig)
     training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
     tuning: TuningConfig = dataclasses.field(default_factory=TuningConfig)

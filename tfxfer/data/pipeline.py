@@ -21,6 +21,9 @@ class Normalization:
 
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    # Caffe-style models (Keras Applications' "caffe" mode: VGG, ResNet50) take BGR channels; the
+    # mean and std are then in BGR order, the order the network sees.
+    bgr: bool = False
 
     @classmethod
     def of(cls, images: np.ndarray, max_images: int = 10000) -> "Normalization":
@@ -28,6 +31,23 @@ class Normalization:
         step = max(1, len(images) // max_images)
         sample = images[::step].astype(np.float64)
         return cls(tuple(sample.mean(axis=(0, 1, 2)).tolist()), tuple(sample.std(axis=(0, 1, 2)).tolist()))
+
+    @classmethod
+    def named(cls, mode: str, images: np.ndarray) -> "Normalization":
+        """The input preprocessing `mode` as a Normalization: tfxfer's own standardization of
+        `images` ("standardize"), one of Keras Applications' `preprocess_input` modes ("caffe",
+        "tf", "torch"), or none ("raw": 0..255 pixels, for models that rescale inside)."""
+        if mode == "standardize":
+            return cls.of(images)
+        if mode == "caffe":  # keras.applications.imagenet_utils: BGR, ImageNet mean subtracted
+            return cls((103.939, 116.779, 123.68), (1.0, 1.0, 1.0), bgr=True)
+        if mode == "tf":  # x / 127.5 - 1
+            return cls((127.5, 127.5, 127.5), (127.5, 127.5, 127.5))
+        if mode == "torch":  # x / 255, then ImageNet mean and std
+            return cls(tuple(255 * m for m in (0.485, 0.456, 0.406)), tuple(255 * s for s in (0.229, 0.224, 0.225)))
+        if mode == "raw":
+            return cls((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+        raise ValueError(f"preprocessing mode {mode!r} unknown")
 
     def __post_init__(self):
         # Read back from JSON as lists; tuples keep the dataclass hashable and comparable.
@@ -51,6 +71,8 @@ def crops(images, tops, lefts, flips, *, input_size: int, resize_size: int, norm
     x = tf.gather(x, tf.cast(tops, tf.int32)[:, None] + span, axis=1, batch_dims=1)
     cols = tf.where(tf.cast(flips, tf.bool)[:, None], input_size - 1 - span, span)
     x = tf.gather(x, tf.cast(lefts, tf.int32)[:, None] + cols, axis=2, batch_dims=1)
+    if norm.bgr:
+        x = tf.reverse(x, axis=[-1])
     scale = 1.0 / np.asarray(norm.std, np.float32)
     return tf.cast(x, tf.float32) * scale - np.asarray(norm.mean, np.float32) * scale
 

@@ -5,17 +5,19 @@ import dataclasses
 import hashlib
 import json
 
-from tfxfer.config import Config
+from tfxfer.config import BaseModelConfig, Config
 from tfxfer.errors import UserError
 from tfxfer.treatments import check_n, get_treatment
 
 # Sections that change what a run computes. `out` is where it goes and `training` how it is
 # spread over devices, neither of which makes it a different network.
-_IDENTITY = ("dataset", "split", "arch", "recipe", "seed")
+_IDENTITY = ("dataset", "split", "arch", "base_model", "recipe", "seed")
 # Keys added after runs existed, with the value every earlier run had: left out of the hash while
 # they have it, so the ids of those runs (and their finished results) stay valid.
 _ADDED_LATER = {("arch", "variant"): None, ("recipe", "nesterov"): False, ("recipe", "schedule"): "step",
-                ("recipe", "warmup_epochs"): 0.0, ("recipe", "label_smoothing"): 0.0}
+                ("recipe", "warmup_epochs"): 0.0, ("recipe", "label_smoothing"): 0.0,
+                **{("base_model", f.name): f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                   for f in dataclasses.fields(BaseModelConfig)}}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,10 +38,14 @@ class RunSpec:
     @property
     def run_id(self) -> str:
         cfg = self.config.to_dict()
+        if cfg["base_model"]["sha256"] is not None:
+            # A model file is known by its content: moving it keeps its runs' ids.
+            del cfg["base_model"]["path"]
         for (section, key), old in _ADDED_LATER.items():
-            if cfg[section][key] == old:
+            if key in cfg[section] and cfg[section][key] == old:
                 del cfg[section][key]
-        ident = {"treatment": self.treatment, "n": self.n, **{k: cfg[k] for k in _IDENTITY}}
+        # A section made of keys added later, all at their old values, is left out whole.
+        ident = {"treatment": self.treatment, "n": self.n, **{k: cfg[k] for k in _IDENTITY if cfg[k] != {}}}
         digest = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:10]
         return f"{self.treatment}{self.n or ''}-{digest}"
 

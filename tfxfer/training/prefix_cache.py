@@ -48,7 +48,7 @@ def _keys(model: keras.Model, n: int, images: np.ndarray, views: Views, spec: Ar
           norm: Normalization) -> list[str]:
     """Keys of the entries for layers 1..n: each hashes all that decides layer k's outputs."""
     h = hashlib.sha256(json.dumps({
-        "format": FORMAT, "arch": dataclasses.asdict(spec), "norm": dataclasses.asdict(norm),
+        "format": FORMAT, "arch": dataclasses.asdict(spec), "norm": _norm_key(norm),
         "views": dataclasses.asdict(views), "policy": model.get_layer(LAYER_NAMES[0]).dtype_policy.name,
         "images": [list(images.shape), str(images.dtype)]}, sort_keys=True).encode())
     h.update(np.ascontiguousarray(images).data)
@@ -58,6 +58,11 @@ def _keys(model: keras.Model, n: int, images: np.ndarray, views: Views, spec: Ar
             h.update(np.ascontiguousarray(w).data)
         keys.append(h.hexdigest()[:20])
     return keys
+
+
+def _norm_key(norm: Normalization) -> dict:
+    # RGB (the default) is left out, so entries made before Normalization had `bgr` stay valid.
+    return {k: v for k, v in dataclasses.asdict(norm).items() if k != "bgr" or v}
 
 
 def prefix_outputs(model: keras.Model, n: int, images: np.ndarray, views: Views, *, spec: ArchSpec,
