@@ -11,7 +11,8 @@ from tfxfer.data import registry
 from tfxfer.data.pipeline import Normalization
 from tfxfer.data.splits import Split, carve_validation, make_split, task_arrays
 from tfxfer.data.types import ImageData
-from tfxfer.models import ArchSpec, get_arch
+from tfxfer.models import ArchSpec
+from tfxfer.models.external import arch_spec
 
 
 @dataclasses.dataclass
@@ -36,7 +37,7 @@ class TaskData:
 
 def load_data(config: Config) -> tuple[ImageData, Split, ArchSpec]:
     """Load the configured dataset and split it; every user error surfaces here, before any write."""
-    spec = get_arch(config.arch.name, config.arch.width, config.arch.variant)
+    spec = arch_spec(config)
     d = config.dataset
     data = registry.load_dataset(d.name, path=d.path, data_dir=d.data_dir, image_size=spec.resize_size,
                         test_fraction=d.test_fraction, seed=d.seed, train_per_class=d.train_per_class,
@@ -59,7 +60,8 @@ def task_data(config: Config, data: ImageData, split: Split, spec: ArchSpec, tas
         spec=spec, split=split, task=task, class_names=split.classes(task),
         train_x=train_x, train_y=train_y, val_x=val_x, val_y=val_y, test_x=test_x, test_y=test_y,
         # One normalization over the whole dataset's training images, so layers copied from a net
-        # trained on the other task see inputs scaled exactly as they were trained on.
-        norm=Normalization.of(data.train_x),
+        # trained on the other task see inputs scaled exactly as they were trained on (or the
+        # fixed preprocessing a model file was trained with).
+        norm=Normalization.named(config.base_model.preprocessing, data.train_x),
         source_classes=len(split.classes(source or task)),
     )

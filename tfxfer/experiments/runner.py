@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tfxfer.data.tasks import load_data, task_data
-from tfxfer.models import get_arch
+from tfxfer.models.external import arch_spec
 from tfxfer.runs.layout import WEIGHTS_FILE
 from tfxfer.runs.records import read_result
 from tfxfer.runs.spec import RunSpec
@@ -26,9 +26,8 @@ def run(spec: RunSpec, out: str | Path | None = None, loaded=None, verbose: bool
         base_record = read_result(out / spec.base.run_id) or run(spec.base, out, loaded, verbose)
     t = get_treatment(spec.treatment)
     data, split, _ = loaded
-    arch = spec.config.arch  # loaded data may be shared by the variants of one arch: each has its own layers
-    task = task_data(spec.config, data, split, get_arch(arch.name, arch.width, arch.variant), task=t.target,
-                     source=t.source)
+    # Loaded data may be shared by the variants of one arch: each has its own layers.
+    task = task_data(spec.config, data, split, arch_spec(spec.config), task=t.target, source=t.source)
     run_dir.mkdir(parents=True, exist_ok=True)
     base_weights = out / base_record["run_id"] / WEIGHTS_FILE if base_record else None
     record = train(spec, run_dir, task, base_weights=base_weights,

@@ -20,7 +20,8 @@ from tfxfer.data.registry import load_dataset
 from tfxfer.data.splits import task_arrays
 from tfxfer.data.tasks import load_data
 from tfxfer.errors import UserError
-from tfxfer.models import ArchSpec, build_model, get_arch
+from tfxfer.models import ArchSpec, build_model, external
+from tfxfer.models.external import arch_spec
 from tfxfer.runs.layout import CONFIG_FILE, NORMALIZATION_FILE, RESULT_FILE, WEIGHTS_FILE
 from tfxfer.runs.records import read_result
 from tfxfer.treatments import get_treatment
@@ -106,10 +107,14 @@ def load_run(run_dir: str | Path, float32: bool = False) -> FinishedRun:
     if record is None:
         raise UserError(f"run directory {run_dir} holds no finished run ({run_dir / RESULT_FILE} is missing)")
     cfg = Config.from_dict(yaml.safe_load((run_dir / CONFIG_FILE).read_text()))
-    spec = get_arch(cfg.arch.name, cfg.arch.width, cfg.arch.variant)
-    model = build_model(spec, len(record["classes"]), dropout=cfg.recipe.dropout, renorm_radius=cfg.arch.renorm_radius,
-                        dtype_policy="float32" if float32 else cfg.recipe.precision,
-                        name=record["run_id"].replace("+", "_ft"))
+    spec = arch_spec(cfg)
+    if external.is_external(cfg):  # rebuilt from the model file (its sha256 checked), then the run's weights
+        model = external.build_treatment(cfg, record["treatment"], record["n"], len(record["classes"]), seed=cfg.seed)
+    else:
+        model = build_model(spec, len(record["classes"]), dropout=cfg.recipe.dropout,
+                            renorm_radius=cfg.arch.renorm_radius,
+                            dtype_policy="float32" if float32 else cfg.recipe.precision,
+                            name=record["run_id"].replace("+", "_ft"))
     model.load_weights(run_dir / WEIGHTS_FILE)
     norm = Normalization(**json.loads((run_dir / NORMALIZATION_FILE).read_text()))
     return FinishedRun(run_dir, record, cfg, spec, norm, model)

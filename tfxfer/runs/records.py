@@ -12,9 +12,11 @@ from tfxfer.runs.layout import RESULT_FILE
 # train_top1 came later (records before it lack it): base nets' top-1 on their training images
 # (validation images excluded) as evaluation sees them (centre crop, no dropout); None for others.
 # val_top1_last came later too: the validation top-1 of the last (up to) 3 epochs, oldest first.
+# cut and base_model_sha256 came later (None in others): a base model file's runs' cut layer (n is
+# its index in base_model.cuts) and the file's sha256.
 RESULT_FIELDS = ("run_id", "treatment", "n", "base_run_id", "dataset", "arch", "split", "split_seed", "split_hash",
                  "classes", "seed", "top1", "top5", "best_val_top1", "val_top1_last", "train_top1", "epochs", "wall_s",
-                 "images_per_s", "precision", "device", "version", "config")
+                 "images_per_s", "precision", "device", "version", "config", "cut", "base_model_sha256")
 
 
 def write_result(run_dir: str | os.PathLike, record: dict) -> Path:

@@ -7,6 +7,7 @@ import json
 
 from tfxfer.config import BaseModelConfig, Config
 from tfxfer.errors import UserError
+from tfxfer.models import external
 from tfxfer.treatments import check_n, get_treatment
 
 # Sections that change what a run computes. `out` is where it goes and `training` how it is
@@ -28,6 +29,9 @@ class RunSpec:
 
     def __post_init__(self):
         t = get_treatment(self.treatment)
+        if self.config.base_model.path is not None:  # n indexes the model file's cuts
+            object.__setattr__(self, "n", external.check_treatment(self.treatment, self.n, self.config.base_model))
+            return
         object.__setattr__(self, "n", check_n(t, self.n))
         variant = self.config.arch.variant
         if variant is not None and not t.is_base:
@@ -76,6 +80,9 @@ class RunSpec:
 
     @property
     def base(self) -> "RunSpec | None":
-        """The base network's spec this treatment copies from (same data, split, arch, recipe, seed)."""
+        """The base network's spec this treatment copies from (same data, split, arch, recipe, seed);
+        None for a base model file, which is no run."""
+        if self.config.base_model.path is not None:
+            return None
         base = get_treatment(self.treatment).base_treatment
         return RunSpec(base, 0, self.config) if base else None

@@ -20,7 +20,7 @@ from tfxfer.atomic import atomic_write_text
 from tfxfer.config import Config, RecipeConfig, dump_config
 from tfxfer.data.pipeline import fixed_views, make_dataset, make_feature_dataset
 from tfxfer.data.tasks import TaskData
-from tfxfer.models import LAYER_NAMES, build_model
+from tfxfer.models import LAYER_NAMES, build_model, external
 from tfxfer.progress import Bar
 from tfxfer.runs.layout import CONFIG_FILE, NORMALIZATION_FILE, TB_DIR, WEIGHTS_FILE
 from tfxfer.runs.records import write_result
@@ -109,6 +109,8 @@ def scores(logits: np.ndarray, y: np.ndarray) -> dict[str, float]:
 
 def _build(spec: RunSpec, task: TaskData, base_weights: Path | None):
     cfg = spec.trained_config
+    if external.is_external(cfg):
+        return external.build_treatment(cfg, spec.treatment, spec.n, task.num_classes, seed=cfg.seed)
     kwargs = dict(dropout=cfg.recipe.dropout, weight_decay=cfg.recipe.weight_decay,
                   renorm_radius=cfg.arch.renorm_radius, dtype_policy=cfg.recipe.precision)
     base = None
@@ -169,7 +171,9 @@ def train(spec: RunSpec, run_dir: Path, task: TaskData, base_weights: Path | Non
 
     # Frozen layers 1..n never change: train layers n+1..8 on their cached outputs.
     frozen = len(frozen_layers(get_treatment(spec.treatment), spec.n))
-    cached = cfg.training.prefix_cache and frozen > 0
+    # A model file's frozen prefix is not cached (yet): every epoch runs it, in inference mode.
+    byon = external.is_external(cfg)
+    cached = cfg.training.prefix_cache and frozen > 0 and not byon
     with strategy.scope():
         model = _build(spec, task, base_weights)
         learner = suffix_model(model, frozen) if cached else model
@@ -240,7 +244,7 @@ def train(spec: RunSpec, run_dir: Path, task: TaskData, base_weights: Path | Non
         return evaluate(forward, task.val_x, task.val_y, task)
 
     hparams = {"run_id": spec.run_id, "treatment": spec.treatment, "n": spec.n, "dataset": cfg.dataset.name,
-               "arch": cfg.arch.name, "split": task.split.kind, "split_seed": task.split.seed or 0,
+               "arch": task.spec.name, "split": task.split.kind, "split_seed": task.split.seed or 0,
                "seed": cfg.seed, "lr": recipe.lr, "batch_size": recipe.batch_size, "precision": recipe.precision}
     logger = RunLogger(run_dir / TB_DIR, hparams if not history else None, enabled=chief)
     # Steps run in chunks inside one traced call; the progress bar, when shown, updates between them.
@@ -264,7 +268,7 @@ def train(spec: RunSpec, run_dir: Path, task: TaskData, base_weights: Path | Non
                    "val_top1": val.get("top1"), "lr": float(optimizer.learning_rate.numpy()),
                    "images_per_s": seen / epoch_s}
         logger.epoch(epoch + 1, {k: v for k, v in scalars.items() if v is not None},
-                     model.get_layer("conv1").get_weights()[0])
+                     None if byon else model.get_layer("conv1").get_weights()[0])
         # The prefix cache is read (or built) once per process, before its first epoch.
         history.append({"epoch": epoch + 1, **scalars, "images": seen, "train_s": epoch_s,
                         "wall_s": time.perf_counter() - t_epoch + cache_s, "prefix_cache_s": cache_s,
@@ -288,7 +292,7 @@ def train(spec: RunSpec, run_dir: Path, task: TaskData, base_weights: Path | Non
     val_top1 = [h["val_top1"] for h in history if h["val_top1"] is not None]
     record = {
         "run_id": spec.run_id, "treatment": spec.treatment, "n": spec.n, "base_run_id": base_run_id,
-        "dataset": cfg.dataset.name, "arch": cfg.arch.name, "split": task.split.kind,
+        "dataset": cfg.dataset.name, "arch": task.spec.name, "split": task.split.kind,
         "split_seed": task.split.seed, "split_hash": task.split.hash, "classes": list(task.class_names),
         "seed": cfg.seed, "top1": test["top1"], "top5": test["top5"],
         "best_val_top1": max(val_top1) if val_top1 else None, "val_top1_last": val_top1[-LAST_EPOCHS:],
@@ -296,6 +300,8 @@ def train(spec: RunSpec, run_dir: Path, task: TaskData, base_weights: Path | Non
         "wall_s": round(wall_s, 3), "images_per_s": round(sum(h["images"] for h in history) / train_s, 2),
         "precision": recipe.precision, "device": device_name(strategy), "version": __version__,
         "config": cfg.to_dict(),
+        # A model file's runs: the layer cut n names, and the file's content hash.
+        "cut": cfg.base_model.cuts[spec.n - 1] if byon else None, "base_model_sha256": cfg.base_model.sha256,
     }
     if chief:
         _save_weights(model, run_dir / WEIGHTS_FILE)

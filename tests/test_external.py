@@ -1,0 +1,139 @@
+"""Bring your own network: a Keras model file as the base, cut at named layers (issue 20)."""
+import dataclasses
+
+import keras
+import numpy as np
+import pytest
+
+from conftest import tiny_config
+from tfxfer.config import BaseModelConfig
+from tfxfer.errors import UserError
+from tfxfer.experiments.runner import run
+from tfxfer.models import external
+from tfxfer.runs.finished import load_run
+from tfxfer.runs.spec import RunSpec
+
+SIZE = 16
+
+
+def small_model(name="small") -> keras.Model:
+    """Batch norm, a nested sub-model, a residual add, downsampling, a hidden Dense: the cases to cut."""
+    inputs = keras.Input((SIZE, SIZE, 3), name="pixels")
+    x = keras.layers.Conv2D(6, 3, padding="same", name="stem")(inputs)
+    x = keras.layers.BatchNormalization(name="stem_bn")(x)
+    x = keras.layers.ReLU(name="stem_relu")(x)
+    inner_in = keras.Input((SIZE, SIZE, 6))
+    y = keras.layers.Conv2D(6, 3, padding="same", name="conv")(inner_in)
+    y = keras.layers.BatchNormalization(name="bn")(y)
+    block = keras.Model(inner_in, keras.layers.ReLU(name="relu")(y), name="block")
+    x = keras.layers.Add(name="add")([block(x), x])
+    x = keras.layers.MaxPooling2D(name="pool")(x)
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv2")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    x = keras.layers.Dense(8, activation="relu", name="fc")(x)
+    model = keras.Model(inputs, keras.layers.Dense(5, name="logits")(x), name=name)
+    # Batch norm statistics that are not the initial 0/1, so keeping them is visible.
+    for layer in (model.get_layer("stem_bn"), block.get_layer("bn")):
+        layer.moving_mean.assign(np.full(6, 0.3, np.float32))
+        layer.moving_variance.assign(np.full(6, 2.0, np.float32))
+    return model
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("byon") / "small.keras"
+    small_model().save(path)
+    return path
+
+
+def byon_config(tmp_path, path, **base_model):
+    return external.resolve_config(tiny_config(
+        tmp_path, base_model={"path": str(path), **base_model},
+        dataset={"train_per_class": 12, "test_per_class": 4, "val_fraction": 0.25},
+        recipe={"epochs": 1, "batch_size": 16, "lr": 0.05, "optimizer": "sgd"}))
+
+
+def images(k=4, seed=0):
+    return np.random.default_rng(seed).normal(size=(k, SIZE, SIZE, 3)).astype("float32")
+
+
+def test_cut_points_name_nested_layers_and_auto_picks_stage_outputs(model_file):
+    model = external.load_base_model(BaseModelConfig(path=str(model_file)))
+    names = [c.name for c in external.cut_points(model)]
+    assert names[:5] == ["stem", "stem_bn", "stem_relu", "block/conv", "block/bn"]
+    assert {"block", "block/relu", "add", "pool", "gap", "fc"} <= set(names)
+    # The last layer at 16x16 (the input of the pooling), the last at 8x8, the hidden Dense.
+    assert external.auto_cuts(model) == ["add", "conv2", "fc"]
+
+
+def test_the_cut_is_exact(model_file):
+    model = external.load_base_model(BaseModelConfig(path=str(model_file)))
+    x = images()
+    # The rest of the network on the truncated model's output gives the original's output.
+    gap = external.truncate(model, "gap")(x)
+    np.testing.assert_allclose(model.get_layer("logits")(model.get_layer("fc")(gap)), model(x), atol=1e-6)
+    # Inside the nested model: its last layer is the nested model's output.
+    np.testing.assert_allclose(external.truncate(model, "block/relu")(x), external.truncate(model, "block")(x),
+                               atol=1e-6)
+    # And the cut matches the original's intermediate tensor, computed by the whole graph.
+    probe = keras.Model(model.inputs, [model.get_layer("add").output, model.output])
+    np.testing.assert_allclose(external.truncate(model, "add")(x), probe(x)[0], atol=1e-6)
+
+
+def trunk_weights(model):
+    return [np.array(w) for w in model.get_layer(external.TRUNK).weights]
+
+
+def test_frozen_copies_keep_weights_and_bn_statistics_fine_tuned_ones_change(tmp_path, model_file):
+    config = byon_config(tmp_path, model_file, cuts=["block/bn", "add"], head=[8])
+    assert config.base_model.sha256 == external.file_sha256(model_file)
+    base = [np.array(w) for w in external.truncate(external.load_base_model(config.base_model), "add").weights]
+    records = {t: run(RunSpec(t, 2, config), verbose=False) for t in ("AnB", "AnB+", "random")}
+    assert records["AnB"]["cut"] == "add" and records["AnB"]["n"] == 2
+    assert records["AnB"]["base_model_sha256"] == config.base_model.sha256 and records["AnB"]["base_run_id"] is None
+    frozen = trunk_weights(load_run(tmp_path / "runs" / records["AnB"]["run_id"]).model)
+    tuned = trunk_weights(load_run(tmp_path / "runs" / records["AnB+"]["run_id"]).model)
+    assert len(frozen) == len(base) and all(np.array_equal(a, b) for a, b in zip(frozen, base))  # BN stats too
+    assert not all(np.array_equal(a, b) for a, b in zip(tuned, base))
+    # The random control: the same layers re-initialized (fresh BN statistics), and frozen.
+    random = trunk_weights(load_run(tmp_path / "runs" / records["random"]["run_id"]).model)
+    again = trunk_weights(external.build_treatment(config, "random", 2, 12, seed=config.seed))
+    assert [a.shape for a in random] == [b.shape for b in base]
+    assert not any(np.array_equal(a, b) for a, b in zip(random, base) if a.ndim == 4)  # conv kernels
+    assert not any(np.allclose(a, 0.3) for a in random)  # the base's moving means are 0.3
+    assert all(np.array_equal(a, b) for a, b in zip(random, again))
+
+
+def test_run_ids_follow_the_files_content_not_its_path(tmp_path, model_file):
+    config = byon_config(tmp_path, model_file, cuts=["add"])
+    moved = dataclasses.replace(config, base_model=dataclasses.replace(config.base_model, path="/elsewhere.keras"))
+    assert RunSpec("AnB", 1, config).run_id == RunSpec("AnB", 1, moved).run_id
+    assert RunSpec("AnB", 1, config).base is None
+    with pytest.raises(UserError, match="treatment BnB is not allowed with a base model file; allowed: AnB, AnB"):
+        RunSpec("BnB", 1, config)
+    with pytest.raises(UserError, match=r"n=2 is out of range for AnB; allowed: 1..1"):
+        RunSpec("AnB", 2, config)
+
+
+def test_sequential_works_and_subclassed_is_one_clear_error(tmp_path):
+    seq = keras.Sequential([keras.Input((SIZE, SIZE, 3)), keras.layers.Conv2D(4, 3, name="c1"),
+                            keras.layers.MaxPooling2D(name="p1"), keras.layers.Flatten(name="flat"),
+                            keras.layers.Dense(3, name="out")])
+    seq.save(tmp_path / "seq.keras")
+    config = external.resolve_config(tiny_config(tmp_path, base_model={"path": str(tmp_path / "seq.keras")}))
+    assert config.base_model.cuts == ["c1", "p1"]
+    net = external.build_treatment(config, "AnB", 2, 4)
+    x = images()
+    np.testing.assert_allclose(net.get_layer(external.TRUNK)(x), seq.get_layer("p1")(seq.get_layer("c1")(x)),
+                               atol=1e-6)
+
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(2)
+
+        def call(self, x):
+            return self.dense(x)
+
+    with pytest.raises(UserError, match="subclassed model \\(Net\\), which has no layer graph to cut"):
+        external.check_model(Net(), "net.keras")
