@@ -1,5 +1,6 @@
 """Bring your own network: a Keras model file as the base, cut at named layers (issue 20)."""
 import dataclasses
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -84,24 +85,49 @@ def trunk_weights(model):
     return [np.array(w) for w in model.get_layer(external.TRUNK).weights]
 
 
-def test_frozen_copies_keep_weights_and_bn_statistics_fine_tuned_ones_change(tmp_path, model_file):
-    config = byon_config(tmp_path, model_file, cuts=["block/bn", "add"], head=[8])
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, model_file):
+    """AnB, AnB+ and random at cut 2 ("add"), a few SGD steps each on tiny synthetic data."""
+    tmp = tmp_path_factory.mktemp("byon_runs")
+    config = byon_config(tmp, model_file, cuts=["block/bn", "add"], head=[8])
+    return config, {t: run(RunSpec(t, 2, config), verbose=False) for t in ("AnB", "AnB+", "random")}
+
+
+def test_frozen_copies_keep_weights_and_bn_statistics_fine_tuned_ones_change(trained, model_file):
+    config, records = trained
+    out = Path(config.out)
     assert config.base_model.sha256 == external.file_sha256(model_file)
     base = [np.array(w) for w in external.truncate(external.load_base_model(config.base_model), "add").weights]
-    records = {t: run(RunSpec(t, 2, config), verbose=False) for t in ("AnB", "AnB+", "random")}
     assert records["AnB"]["cut"] == "add" and records["AnB"]["n"] == 2
     assert records["AnB"]["base_model_sha256"] == config.base_model.sha256 and records["AnB"]["base_run_id"] is None
-    frozen = trunk_weights(load_run(tmp_path / "runs" / records["AnB"]["run_id"]).model)
-    tuned = trunk_weights(load_run(tmp_path / "runs" / records["AnB+"]["run_id"]).model)
+    frozen = trunk_weights(load_run(out / records["AnB"]["run_id"]).model)
+    tuned = trunk_weights(load_run(out / records["AnB+"]["run_id"]).model)
     assert len(frozen) == len(base) and all(np.array_equal(a, b) for a, b in zip(frozen, base))  # BN stats too
     assert not all(np.array_equal(a, b) for a, b in zip(tuned, base))
     # The random control: the same layers re-initialized (fresh BN statistics), and frozen.
-    random = trunk_weights(load_run(tmp_path / "runs" / records["random"]["run_id"]).model)
+    random = trunk_weights(load_run(out / records["random"]["run_id"]).model)
     again = trunk_weights(external.build_treatment(config, "random", 2, 12, seed=config.seed))
     assert [a.shape for a in random] == [b.shape for b in base]
     assert not any(np.array_equal(a, b) for a, b in zip(random, base) if a.ndim == 4)  # conv kernels
     assert not any(np.allclose(a, 0.3) for a in random)  # the base's moving means are 0.3
     assert all(np.array_equal(a, b) for a, b in zip(random, again))
+
+
+def test_an_export_of_a_cut_serves_its_features(trained, tmp_path):
+    import tensorflow as tf
+
+    from tfxfer.export import export_run
+
+    config, records = trained
+    finished = load_run(Path(config.out) / records["AnB"]["run_id"])
+    path = export_run(finished.run_dir, "cut,logits", tmp_path / "exports", name="byon")
+    pixels = np.random.default_rng(1).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    got = tf.saved_model.load(str(path)).signatures["features_from_pixels_uint8"](pixels=tf.constant(pixels))
+    # The cut's features: the copied layers on the run's own preprocessing, averaged over the map.
+    trunk = finished.model.get_layer(external.TRUNK)
+    want = np.mean(trunk(finished.inputs(pixels), training=False), axis=(1, 2))
+    np.testing.assert_allclose(got["cut"].numpy(), want, atol=1e-5)
+    np.testing.assert_allclose(got["logits"].numpy(), finished.model(finished.inputs(pixels)), atol=1e-5)
 
 
 def test_run_ids_follow_the_files_content_not_its_path(tmp_path, model_file):
@@ -137,3 +163,50 @@ def test_sequential_works_and_subclassed_is_one_clear_error(tmp_path):
 
     with pytest.raises(UserError, match="subclassed model \\(Net\\), which has no layer graph to cut"):
         external.check_model(Net(), "net.keras")
+
+
+def cli(capsys, *args):
+    from tfxfer.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main([str(a) for a in args])
+    out = capsys.readouterr()
+    return exc.value.code, out.out, out.err
+
+
+def test_list_cuts_names_every_cut_and_marks_the_auto_ones(capsys, model_file):
+    code, out, _ = cli(capsys, "list", "cuts", "--base-model", model_file)
+    assert code == 0
+    assert "block/conv\t(None, 16, 16, 6)\n" in out and "add\t(None, 16, 16, 6)\tauto\n" in out
+
+
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("bad")
+    (tmp / "corrupt.keras").write_bytes(b"not a zip archive")
+    vectors = keras.Input((20,))
+    keras.Model(vectors, keras.layers.Dense(2)(vectors)).save(tmp / "vectors.keras")
+    (tmp / "saved_model").mkdir()
+    return tmp
+
+
+@pytest.mark.parametrize("case, args, message", [
+    ("missing", ["--base-model", "{bad}/missing.keras"], "missing.keras does not exist"),
+    ("corrupt", ["--base-model", "{bad}/corrupt.keras"], "corrupt.keras cannot be loaded: "),
+    ("savedmodel", ["--base-model", "{bad}/saved_model"], "is a directory (a SavedModel?)"),
+    ("not an image", ["--base-model", "{bad}/vectors.keras"], "input shape (None, 20) is not an image batch"),
+    ("unknown cut", ["--base-model", "{model}", "--cuts", "add,bloc/relu"],
+     "cut 'bloc/relu' is not a layer of base model"),
+    ("treatment", ["--base-model", "{model}", "--cuts", "add", "--treatment", "BnB"],
+     "treatment BnB is not allowed with a base model file"),
+])
+def test_bad_base_model_input_is_one_line_exit_2_nothing_written(case, args, message, bad_files, model_file,
+                                                                  tmp_path, capsys):
+    args = [a.format(bad=bad_files, model=model_file) for a in args]
+    code, _, err = cli(capsys, "train", "--treatment", "AnB", *args, "--out", tmp_path / "runs")
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("tfxfer: error: "), err
+    assert message in lines[0], lines[0]
+    if case == "unknown cut":  # a few valid names, and how to list them all
+        assert "e.g. block/relu, " in lines[0] and f"tfxfer list cuts --base-model {model_file}" in lines[0]
+    assert not (tmp_path / "runs").exists()

@@ -16,6 +16,47 @@ TRAIN_OVERRIDES = {
     "precision": "recipe.precision", "strategy": "training.strategy", "seed": "seed", "out": "out",
 }
 
+# The base model file flags of train, experiment and `list cuts` (see tfxfer.models.external).
+BASE_MODEL_OVERRIDES = {"base_model": "base_model.path", "cuts": "base_model.cuts", "base_arch": "base_model.application",
+                        "input_size": "base_model.input_size", "preprocessing": "base_model.preprocessing"}
+
+
+def _base_model_options(fn):
+    for flag, kwargs in reversed([
+        ("--base-model", {"help": "A Keras model file as the base net (task A's): a .keras file, or a .weights.h5 "
+                                  "with --base-arch. Treatments AnB, AnB+ and random then copy it up to a cut."}),
+        ("--cuts", {"help": "Where to cut the base model: comma-separated layer names (nested: outer/inner) or "
+                            "'auto' (the stage outputs; the default); see `tfxfer list cuts --base-model PATH`."}),
+        ("--base-arch", {"help": "The keras.applications architecture of a .weights.h5 base model, e.g. ResNet50."}),
+        ("--input-size", {"type": int, "help": "The base model's square input side (for a .weights.h5, or a model "
+                                               "of any size)."}),
+        ("--preprocessing", {"help": "Input preprocessing of a base model: tfxfer's standardization (default) or "
+                                     "Keras Applications' caffe/tf/torch modes, or raw 0..255 pixels."}),
+    ]):
+        fn = click.option(flag, **kwargs)(fn)
+    return fn
+
+
+def _base_model_overrides(flags: dict) -> dict:
+    """Pops the base model flags from `flags` into config overrides (a comma list of cuts as a list)."""
+    out = {BASE_MODEL_OVERRIDES[k]: flags.pop(k) for k in BASE_MODEL_OVERRIDES if flags.get(k) is not None}
+    cuts = out.get("base_model.cuts")
+    if cuts is not None and cuts != "auto":
+        out["base_model.cuts"] = [c.strip() for c in cuts.split(",") if c.strip()]
+    for k in BASE_MODEL_OVERRIDES:
+        flags.pop(k, None)
+    return out
+
+
+def _resolve(config):
+    """The config with its base model file (if any) loaded and checked: TensorFlow loads here."""
+    if config.base_model.path is None:
+        return config
+    from tfxfer.models.external import resolve_config
+
+    return resolve_config(config)
+
+
 TUNE_OVERRIDES = {"tuner": "tuning.tuner", "max_trials": "tuning.max_trials", "out": "out"}
 
 
@@ -57,6 +98,7 @@ def cli(verbose):
 @click.option("--seed", type=int, help="Seed for initialization, data order and augmentation.")
 @click.option("--out", help="Directory that holds the run directories.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@_base_model_options
 def train(config_name, treatment, n, quiet, **flags):
     """Train one network; base nets it copies from are trained first, or reused if finished.
 
@@ -65,8 +107,12 @@ def train(config_name, treatment, n, quiet, **flags):
     from tfxfer.config import load_config
     from tfxfer.runs.spec import RunSpec
 
+    base_model = _base_model_overrides(flags)
     overrides = {TRAIN_OVERRIDES[k]: v for k, v in flags.items() if v is not None}
-    spec = RunSpec(treatment, n, load_config(config_name, overrides))
+    config = _resolve(load_config(config_name, {**overrides, **base_model}))
+    if n is None and config.base_model.cuts and len(config.base_model.cuts) == 1:
+        n = 1  # the one cut given
+    spec = RunSpec(treatment, n, config)
     from tfxfer.experiments.runner import run  # TensorFlow loads here, after the flags are checked
 
     run(spec, verbose=not quiet)
@@ -84,7 +130,8 @@ def train(config_name, treatment, n, quiet, **flags):
 @click.option("--quiet", is_flag=True, help="No per-epoch progress bars.")
 @click.option("--split", "splits", type=int, multiple=True,
               help="Only this entry of experiment.splits (0-based; repeatable), e.g. one split's grid per session.")
-def experiment(config_name, dry_run, jobs, out, epochs, lease, quiet, splits):
+@_base_model_options
+def experiment(config_name, dry_run, jobs, out, epochs, lease, quiet, splits, **base_flags):
     """Run a whole transfer grid: every split x treatment x n of CONFIG's experiment section.
 
     Base nets are trained before the treatments that copy them; finished runs are skipped and
@@ -97,9 +144,11 @@ def experiment(config_name, dry_run, jobs, out, epochs, lease, quiet, splits):
     from tfxfer.experiments.planner import plan_experiment
 
     flags = {"out": out, "recipe.epochs": epochs}
-    config = load_config(config_name, {k: v for k, v in flags.items() if v is not None})
+    base_model = _base_model_overrides(dict(base_flags))
+    config = load_config(config_name, {**{k: v for k, v in flags.items() if v is not None}, **base_model})
     if jobs < 1:
         raise UserError(f"--jobs {jobs} is not allowed; expected an integer >= 1")
+    config = _resolve(config)
     plan = plan_experiment(config, splits)
     out_dir = Path(config.out)
     click.echo(plan.describe(out_dir))
@@ -116,6 +165,7 @@ def experiment(config_name, dry_run, jobs, out, epochs, lease, quiet, splits):
     else:
         passthrough = [f for k, v in (("--out", out), ("--epochs", epochs)) if v is not None for f in (k, str(v))]
         passthrough += [f for i in splits for f in ("--split", str(i))]
+        passthrough += [f for k, v in base_flags.items() if v is not None for f in (f"--{k.replace('_', '-')}", str(v))]
         failed = grid.run_workers(config_name, [*passthrough, "--lease", str(lease)], plan, out_dir, jobs)
         if failed:
             raise click.ClickException(f"worker(s) {failed} failed; see {out_dir / 'logs'}/worker-<i>.log")
@@ -155,9 +205,24 @@ def tune(config_name, treatment, n, quiet, **flags):
 
 
 @cli.command("list")
-@click.argument("kind", type=click.Choice(["archs", "variants", "datasets", "treatments", "configs"]))
-def list_(kind):
-    """List the registered architectures, arch variants, datasets, treatments or bundled configs."""
+@click.argument("kind", type=click.Choice(["archs", "variants", "datasets", "treatments", "configs", "cuts"]))
+@_base_model_options
+def list_(kind, **base_flags):
+    """List the registered architectures, arch variants, datasets, treatments or bundled configs,
+    or the cut points of a base model file (cuts --base-model PATH: name, output shape, 'auto' mark)."""
+    if kind == "cuts":
+        from tfxfer.config import load_config
+
+        config = load_config(None, _base_model_overrides(base_flags))
+        if config.base_model.path is None:
+            raise UserError("list cuts needs --base-model PATH")
+        from tfxfer.models import external  # TensorFlow loads here
+
+        model = external.load_base_model(config.base_model)
+        auto = set(external.auto_cuts(model))
+        for cut in external.cut_points(model):
+            click.echo(f"{cut.name}\t{cut.shape}" + ("\tauto" if cut.name in auto else ""))
+        return
     if kind == "archs":
         from tfxfer.models import list_archs as names
     elif kind == "variants":

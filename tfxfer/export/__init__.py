@@ -25,10 +25,10 @@ def export_run(run_dir: str | os.PathLike, layers: str | list[str], out: str | o
     """
     from tfxfer.runs.finished import load_run
 
-    layers = parse_layers(layers)
     if not isinstance(top_k, int) or top_k < 1:
         raise UserError(f"top_k {top_k!r} invalid; allowed: a whole number of at least 1")
     finished = load_run(run_dir)
+    layers = parse_layers(layers, finished.spec.layers)
     name = name or default_name(finished.record["run_id"])
     archive = build_archive(finished, layers, conv=conv, top_k=top_k)
     provenance = {"run_id": finished.record["run_id"], "run_dir": str(Path(run_dir).resolve()),

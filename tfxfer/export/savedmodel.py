@@ -27,14 +27,15 @@ FEATURE_SIGNATURES = ("serving_default", "features_from_pixels", "features_from_
 CLASSIFY_SIGNATURE = "classify"
 
 
-def parse_layers(layers: str | list[str]) -> list[str]:
-    """'conv5,fc7' or a list → layer names in network order, each one of LAYER_NAMES."""
+def parse_layers(layers: str | list[str], allowed: tuple[str, ...] = LAYER_NAMES) -> list[str]:
+    """'conv5,fc7' or a list → layer names in network order, each one of `allowed` (a run's
+    `spec.layers`: a model file's runs have cut, head1.., logits)."""
     names = [s.strip() for s in layers.split(",")] if isinstance(layers, str) else list(layers)
-    bad = [n for n in names if n not in LAYER_NAMES]
+    bad = [n for n in names if n not in allowed]
     if bad or not names:
         raise UserError(f"layers {','.join(names) or '(none)'!r} invalid; allowed: a comma-separated list of "
-                        f"{', '.join(LAYER_NAMES)}")
-    return sorted(set(names), key=LAYER_NAMES.index)
+                        f"{', '.join(allowed)}")
+    return sorted(set(names), key=allowed.index)
 
 
 def feature_model(finished: FinishedRun, layers: list[str], conv: str = "avg") -> keras.Model:

@@ -26,6 +26,7 @@ cannot be cut: re-save the model as `.keras`).
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -39,7 +40,8 @@ if TYPE_CHECKING:
 
 # The treatments that take a model file as their base; the file is task A's network.
 TREATMENTS = ("AnB", "AnB+", "random")
-TRUNK = "cut"  # the layer of a treatment's network that is the truncated base
+TRUNK = "base"  # the nested model of a treatment's network that is the truncated base
+CUT = "cut"  # the layer after it whose output is the cut's features (what exports and probes read)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +56,7 @@ class ExternalSpec:
     @property
     def layers(self) -> tuple[str, ...]:
         """The treatment network's named layers, in order: the cut's features, the head, the logits."""
-        return (TRUNK, *(f"head{i}" for i in range(1, len(self.head) + 1)), "logits")
+        return (CUT, *(f"head{i}" for i in range(1, len(self.head) + 1)), "logits")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -287,7 +289,7 @@ def check_cuts(model, names: list[str], where: str) -> None:
     valid = [c.name for c in cut_points(model)]
     for name in names:
         if name not in valid:
-            near = [v for v in valid if name.split("/")[-1] in v][:5] or valid[:3] + valid[-2:]
+            near = difflib.get_close_matches(name, valid, n=5, cutoff=0.3) or valid[:5]
             raise UserError(f"cut {name!r} is not a layer of base model {where} with a feature-map or vector output; "
                             f"e.g. {', '.join(near)}; all: tfxfer list cuts --base-model {where}")
 
@@ -338,6 +340,8 @@ def build_treatment(config: Config, treatment: str, n: int, num_classes: int, *,
     inputs = keras.Input((bm.input_size, bm.input_size, 3), name="image")
     # Frozen: inference mode always, so batch norm keeps the copied statistics.
     x = trunk(inputs, training=False) if frozen else trunk(inputs)
+    # A layer of the outer graph for the cut's output (a nested model's own `output` is not in it).
+    x = keras.layers.Identity(name=CUT)(x)
     if len(x.shape) == 4:
         x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     # Each treatment and cut draws its own head, as build_treatment does for the registry's nets.
