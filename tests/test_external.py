@@ -135,7 +135,7 @@ def test_run_ids_follow_the_files_content_not_its_path(tmp_path, model_file):
     moved = dataclasses.replace(config, base_model=dataclasses.replace(config.base_model, path="/elsewhere.keras"))
     assert RunSpec("AnB", 1, config).run_id == RunSpec("AnB", 1, moved).run_id
     assert RunSpec("AnB", 1, config).base is None
-    with pytest.raises(UserError, match="treatment BnB is not allowed with a base model file; allowed: AnB, AnB"):
+    with pytest.raises(UserError, match="treatment BnB is not allowed with a base model file; allowed: baseB, AnB"):
         RunSpec("BnB", 1, config)
     with pytest.raises(UserError, match=r"n=2 is out of range for AnB; allowed: 1..1"):
         RunSpec("AnB", 2, config)
@@ -210,3 +210,45 @@ def test_bad_base_model_input_is_one_line_exit_2_nothing_written(case, args, mes
     if case == "unknown cut":  # a few valid names, and how to list them all
         assert "e.g. block/relu, " in lines[0] and f"tfxfer list cuts --base-model {model_file}" in lines[0]
     assert not (tmp_path / "runs").exists()
+
+
+def test_an_experiment_over_cuts_plans_the_files_treatments_and_a_baseB(tmp_path, model_file):
+    from tfxfer.experiments.planner import plan_experiment
+
+    plan = plan_experiment(byon_config(tmp_path, model_file))  # auto cuts: add, conv2, fc
+    assert sorted((r.treatment, r.n) for r in plan.runs) == sorted(
+        [("baseB", 0)] + [(t, n) for t in ("AnB", "AnB+", "random") for n in (1, 2, 3)])
+    assert plan.runs[0].treatment == "baseB" and set(plan.deps.values()) == {None}
+    assert "cut=conv2" in plan.describe(tmp_path)
+
+
+def test_a_weights_file_with_a_keras_applications_architecture(tmp_path):
+    kwargs = {"alpha": 0.35, "include_top": False}
+    app = keras.applications.MobileNetV2(weights=None, input_shape=(32, 32, 3), **kwargs)
+    app.save_weights(tmp_path / "mobilenet.weights.h5")
+    config = external.resolve_config(tiny_config(tmp_path, base_model={
+        "path": str(tmp_path / "mobilenet.weights.h5"), "application": "MobileNetV2", "application_kwargs": kwargs,
+        "input_size": 32, "preprocessing": "tf"}))
+    # The stage outputs: the last layer at each resolution (16, 8, 4, 2, 1 pixels), not the padding layers'.
+    cuts = config.base_model.cuts
+    assert len(cuts) == 5 and not any("pad" in c for c in cuts) and cuts[-1] == "out_relu", cuts
+    net = external.build_treatment(config, "AnB", 2, 4)
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 3)).astype("float32")
+    want = keras.Model(app.inputs, app.get_layer(cuts[1]).output)(x)
+    np.testing.assert_allclose(net.get_layer(external.TRUNK)(x), want, atol=1e-5)
+    with pytest.raises(UserError, match="cannot be loaded as MobileNetV2\\(alpha=1.0\\)"):
+        external.resolve_config(tiny_config(tmp_path, base_model={
+            "path": str(tmp_path / "mobilenet.weights.h5"), "application": "MobileNetV2",
+            "application_kwargs": {"alpha": 1.0}, "input_size": 32}))
+
+
+@pytest.mark.parametrize("mode", ["caffe", "tf", "torch"])
+def test_keras_applications_preprocessing_is_applied_as_keras_does(mode):
+    import tensorflow as tf
+
+    from tfxfer.data.pipeline import Normalization, centre_crops
+
+    pixels = np.random.default_rng(0).integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
+    got = centre_crops(tf.constant(pixels), input_size=8, resize_size=8, norm=Normalization.named(mode, pixels))
+    want = keras.applications.imagenet_utils.preprocess_input(pixels.astype("float32"), mode=mode)
+    np.testing.assert_allclose(got, want, atol=1e-4)

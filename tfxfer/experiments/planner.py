@@ -33,7 +33,7 @@ class Plan:
             dep = f"  <- {self.deps[r.run_id]}" if self.deps[r.run_id] else ""
             state = "done" if r.run_id in done else "todo"
             variant = f" variant={r.config.arch.variant}" if r.config.arch.variant else ""
-            variant += f" cut={r.config.base_model.cuts[r.n - 1]}" if r.config.base_model.path else ""
+            variant += f" cut={external.cut_of(r.config.base_model, r.n)}" if r.config.base_model.path else ""
             lines.append(f"  [{state}] {r.run_id:28s} split={_split_label(r.config.split)} seed={r.config.seed}"
                          f"{variant}{dep}")
         return "\n".join(lines)
@@ -59,13 +59,13 @@ def plan_experiment(config: Config, only: Sequence[int] = ()) -> Plan:
             if byon:  # a model file's grid: its treatments over every cut (the file is the base)
                 ns = range(1, len(cfg.base_model.cuts) + 1)
                 if treatments == ExperimentConfig().treatments:  # the default grid: the file's treatments
-                    treatments = list(external.TREATMENTS)
+                    treatments = [t for t in external.TREATMENTS if not get_treatment(t).is_base]
             for name in treatments:
                 t = get_treatment(name)
                 for n in ([0] if t.is_base else ns):
                     spec = RunSpec(name, n, cfg)
                     # The target task's base net too: every treatment is read against it.
-                    for base in (spec.base, None if byon else RunSpec(f"base{t.target}", 0, cfg)):
+                    for base in (spec.base, RunSpec(f"base{t.target}", 0, cfg)):
                         if base is not None:
                             runs.setdefault(base.run_id, base)
                     runs.setdefault(spec.run_id, spec)

@@ -13,7 +13,8 @@ stands for the registry's networks: treatments copy it up to a cut and put a new
 - Cut n of `base_model.cuts` is the "n" of a run. Treatments: AnB (the copied layers frozen, batch
   norm in inference mode: the prefix is called with training=False), AnB+ (copied, fine-tuned,
   batch norm learning as every layer does) and random (the same layers re-initialized from the
-  run's seed, frozen).
+  run's seed, frozen); and baseB, the reference every treatment is read against: the layers up to
+  the deepest cut, re-initialized and trained from scratch on B (n = 0).
 - The new head: feature maps global-average-pooled, then `base_model.head`'s hidden ReLU layers
   (with the recipe's dropout and weight decay) and a linear classifier; the recipe's weight decay
   applies to the head only (the copied layers keep whatever regularizers they were saved with).
@@ -38,8 +39,9 @@ if TYPE_CHECKING:
 
     from tfxfer.config import BaseModelConfig, Config
 
-# The treatments that take a model file as their base; the file is task A's network.
-TREATMENTS = ("AnB", "AnB+", "random")
+# The treatments of a model file's grid; the file is task A's network. baseB is the file's
+# architecture up to its deepest cut, re-initialized and trained from scratch on B (n = 0).
+TREATMENTS = ("baseB", "AnB", "AnB+", "random")
 TRUNK = "base"  # the nested model of a treatment's network that is the truncated base
 CUT = "cut"  # the layer after it whose output is the cut's features (what exports and probes read)
 
@@ -91,6 +93,10 @@ def check_treatment(treatment: str, n: int | None, bm: BaseModelConfig) -> int:
         raise UserError(f"treatment {treatment} is not allowed with a base model file; allowed: {', '.join(TREATMENTS)}")
     if not isinstance(bm.cuts, list):
         raise ValueError("resolve_config() the base_model section first")
+    if treatment == "baseB":
+        if n not in (0, None):
+            raise UserError(f"n={n} makes no sense for baseB; base networks take no n")
+        return 0
     if not (isinstance(n, int) and 1 <= n <= len(bm.cuts)):
         raise UserError(f"n={n!r} is out of range for {treatment}; allowed: 1..{len(bm.cuts)}, "
                         f"an index into base_model.cuts ({', '.join(bm.cuts)})")
@@ -327,11 +333,11 @@ def build_treatment(config: Config, treatment: str, n: int, num_classes: int, *,
 
     bm = config.base_model
     n = check_treatment(treatment, n, bm)
-    trunk = truncate(base if base is not None else load_base_model(bm), bm.cuts[n - 1])
-    if treatment == "random":
+    trunk = truncate(base if base is not None else load_base_model(bm), cut_of(bm, n))
+    if treatment in ("random", "baseB"):
         # The same layers, freshly initialized: clone_model draws each layer's initializer from
         # Keras's global generator, seeded here per run seed (the same random net for every cut).
-        keras.utils.set_random_seed(layer_seed(seed, "random"))
+        keras.utils.set_random_seed(layer_seed(seed, treatment))
         trunk = keras.models.clone_model(trunk)
         keras.utils.set_random_seed(seed)
     frozen = not get_treatment(treatment).fine_tune
@@ -352,4 +358,9 @@ def build_treatment(config: Config, treatment: str, n: int, num_classes: int, *,
     logits = DenseBlock(num_classes, relu=False, seed=layer_seed(init, "logits"), weight_decay=recipe.weight_decay,
                         dtype="float32", name="logits")(x)
     label = treatment.replace("+", "_ft")
-    return keras.Model(inputs, logits, name=f"{label}{n}")
+    return keras.Model(inputs, logits, name=f"{label}{n or ''}")
+
+
+def cut_of(bm: BaseModelConfig, n: int) -> str:
+    """The layer cut n names; n = 0 (baseB) spans the network up to the deepest cut."""
+    return bm.cuts[n - 1] if n else bm.cuts[-1]

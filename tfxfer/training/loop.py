@@ -301,7 +301,7 @@ def train(spec: RunSpec, run_dir: Path, task: TaskData, base_weights: Path | Non
         "precision": recipe.precision, "device": device_name(strategy), "version": __version__,
         "config": cfg.to_dict(),
         # A model file's runs: the layer cut n names, and the file's content hash.
-        "cut": cfg.base_model.cuts[spec.n - 1] if byon else None, "base_model_sha256": cfg.base_model.sha256,
+        "cut": external.cut_of(cfg.base_model, spec.n) if byon else None, "base_model_sha256": cfg.base_model.sha256,
     }
     if chief:
         _save_weights(model, run_dir / WEIGHTS_FILE)
