@@ -252,3 +252,34 @@ def test_keras_applications_preprocessing_is_applied_as_keras_does(mode):
     got = centre_crops(tf.constant(pixels), input_size=8, resize_size=8, norm=Normalization.named(mode, pixels))
     want = keras.applications.imagenet_utils.preprocess_input(pixels.astype("float32"), mode=mode)
     np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def test_the_report_reads_a_model_files_grid_over_its_cuts(tmp_path):
+    import json
+
+    from tfxfer.report import write_report
+    from tfxfer.report.analysis import Grid, table1
+    from tfxfer.runs.records import RESULT_FIELDS
+
+    cuts = ["stem", "add", "conv2", "fc", "gap"]
+    for seed in (0, 1):
+        for treatment, n, top1 in [("baseB", 0, 0.5)] + [(t, k, 0.5 + d * k) for t, d in
+                                                        (("AnB", -0.02), ("AnB+", 0.01), ("random", -0.05))
+                                                        for k in range(1, 6)]:
+            r = {f: None for f in RESULT_FIELDS}
+            r.update(run_id=f"{treatment}{n or ''}-{seed}", treatment=treatment, n=n, split="dissimilar",
+                     split_hash="h", classes=["x", "y"], seed=seed, top1=top1 + 0.01 * seed, top5=1.0,
+                     dataset="cifar10", arch="file:m.keras", config={}, cut=cuts[n - 1] if n else "gap",
+                     base_model_sha256="abc")
+            (tmp_path / r["run_id"]).mkdir()
+            (tmp_path / r["run_id"] / "result.json").write_text(json.dumps(r))
+    grid = Grid([json.loads(p.read_text()) for p in tmp_path.glob("*/result.json")])
+    assert grid.n_max == 5 and grid.cuts[2] == "add"
+    # The paper's ranges 1-7, 3-7, 5-7 become 1-5, 1-5 (deduplicated), 3-5 over five cuts.
+    rows = table1(grid)
+    assert [r["layers"] for r in rows] == ["1-5", "3-5"]
+    assert rows[0]["over_base"].mean == pytest.approx(0.03)  # AnB+ − baseB, mean of 0.01 k over k = 1..5
+    names = {p.name for p in write_report(tmp_path)}
+    assert {"figure2.png", "figure3.png", "report.md"} <= names
+    md = (tmp_path / "report.md").read_text()
+    assert "n is cut k, 1 = stem, 2 = add" in md and "| cut 5 (gap) |" in md and "| cuts aggregated |" in md

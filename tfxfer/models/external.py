@@ -7,7 +7,8 @@ stands for the registry's networks: treatments copy it up to a cut and put a new
 - Cut points: every layer whose output is a feature map [B, H, W, C] or a vector [B, D]. A layer
   inside a nested model is named `outer/inner`. `auto`: the stage outputs, i.e. the last layer at
   each spatial resolution (the input of each downsampling; for Keras Applications these are the
-  block outputs such as ResNet50's conv2_block3_out), then the hidden Dense layers.
+  block outputs such as ResNet50's conv2_block3_out), then the vectors of the hidden layers with
+  weights (Dense layers, tfxfer's fc6/fc7 blocks).
 - The truncated model at a cut is `keras.Model(inputs, <the cut layer's output>)` over the base's
   own layers, so it computes exactly the original's intermediate output.
 - Cut n of `base_model.cuts` is the "n" of a run. Treatments: AnB (the copied layers frozen, batch
@@ -130,6 +131,9 @@ def load_base_model(bm: BaseModelConfig) -> keras.Model:
     if path.name.endswith(".weights.h5"):
         model = _application(bm, path)
     elif path.suffix == ".keras":
+        # tfxfer's own layers (ConvBlock, DenseBlock, ...) registered, so its nets saved as .keras load.
+        import tfxfer.models.blocks  # noqa: F401
+
         if bm.application is not None:
             raise UserError(f"base_model.application {bm.application!r} is for a .weights.h5 file; {path} "
                             "is a whole model")
@@ -248,9 +252,7 @@ def cut_points(model, prefix: str = "") -> list[Cut]:
 
 def auto_cuts(model) -> list[str]:
     """The stage outputs: the last layer at each spatial resolution, along the network's shrinking
-    maps (a padding layer's larger map is not a stage), then the hidden Dense layers' vectors."""
-    import keras
-
+    maps (a padding layer's larger map is not a stage), then the hidden weight layers' vectors."""
     points = cut_points(model)
     last: dict[int, str] = {}
     smallest = None
@@ -263,8 +265,9 @@ def auto_cuts(model) -> list[str]:
             last[area] = c.name
     names = [c.name for c in points if c.name in set(last.values())]
     final = model.layers[-1].name
+    # Vectors of layers with weights (Dense, tfxfer's fc blocks), not pooling's or the classifier's.
     dense = [c.name for c in points if len(c.shape) == 2 and "/" not in c.name and c.name != final
-             and isinstance(model.get_layer(c.name), keras.layers.Dense)]
+             and model.get_layer(c.name).weights]
     return names + dense
 
 

@@ -52,11 +52,12 @@ def per_unit_lines(grid: Grid) -> list[str]:
         return []
     lines = ["", "## Per split: top-1 − the target's base net, points", "",
              "| split | seed | target task (classes) | base top-1 | treatment | " +
-             " | ".join(f"n = {n}" for n in range(1, 8)) + " |", "|---|---|---|---|---|" + "---|" * 7]
+             " | ".join(grid.n_label(n) for n in range(1, grid.n_max + 1)) + " |",
+             "|---|---|---|---|---|" + "---|" * grid.n_max]
     for row in rows:
         base = "—" if row["base"] is None else f"{row['base']:.3f}"
         for treatment, diffs in row["diffs"].items():
-            cells = ["—" if diffs.get(n) is None else f"{100 * diffs[n]:+.1f}" for n in range(1, 8)]
+            cells = ["—" if diffs.get(n) is None else f"{100 * diffs[n]:+.1f}" for n in range(1, grid.n_max + 1)]
             lines.append(f"| {row['split']} | {row['seed']} | {row['target']} ({', '.join(row['classes'])}) | "
                          f"{base} | {treatment} | " + " | ".join(cells) + " |")
     return lines
@@ -121,6 +122,10 @@ def markdown(records: list[dict], missing: list[dict], figures: list[Path], heal
              "Accuracies are top-1 on the target task's test images; differences in percentage points, "
              "with 95 % confidence intervals across pairing units (split × seed × target task) and "
              "two-sided paired t-tests.", ""]
+    if grid.cuts:
+        lines += ["A base model file's grid: n is cut k, " + ", ".join(f"{k} = {name}" for k, name in
+                                                                    sorted(grid.cuts.items())) +
+                  "; baseB is its layers up to the deepest cut trained from scratch on B.", ""]
     if missing:
         lines += ["**Missing runs** (planned, no result yet — not counted anywhere below): " +
                   ", ".join(m["run_id"] for m in missing), ""]
@@ -132,7 +137,7 @@ def markdown(records: list[dict], missing: list[dict], figures: list[Path], heal
     for f in findings(grid):
         lines.append(f"| {f['finding']} | {_est(f['estimate'])} | {f['verdict']} | {f['note']} |")
     lines += ["", "## Table 1: boost of AnB+ (random splits)", "",
-              "| layers aggregated | mean boost over baseB | mean boost over selffer BnB+ | "
+              f"| {'cuts' if grid.cuts else 'layers'} aggregated | mean boost over baseB | mean boost over selffer BnB+ | "
               "boost over the equal-training base net (baseB-long) |", "|---|---|---|---|"]
     for row in table1(grid):
         lines.append(f"| {row['layers']} | {_est(row['over_base'])} | {_est(row['over_selffer_plus'])} | "

@@ -26,7 +26,14 @@ LABELS = {"base": "baseB", "selffer": "BnB", "selffer+": "BnB+", "transfer": "An
           "random": "random", "base-long": "baseB-long"}
 # A base net is converged when the same recipe with twice the epochs gains less than this in validation top-1.
 CONVERGED_GAIN = 0.005
-TABLE1_RANGES = ((1, 7), (3, 7), (5, 7))
+# A base model file's grid is read the same way over its cuts (n = cut k): it stands in Figure 2,
+# Table 1 and the findings in place of the paper's random splits, whatever split its task B is of.
+FILE_UNIT = "model file"
+
+
+def table1_ranges(k: int = 7) -> list[tuple[int, int]]:
+    """The paper's layer ranges 1-7, 3-7 and 5-7, for k cuts: all, all but the first 2 and 4."""
+    return list(dict.fromkeys((max(1, lo), k) for lo in (1, k - 4, k - 2)))
 
 
 def role(treatment: str) -> str:
@@ -104,11 +111,16 @@ class Grid:
     def __init__(self, records: list[dict]):
         records = [r for r in records if variant(r) is None]
         self.records = records
+        # A model file's runs: n is cut k; the layer each k names, and how many there are.
+        self.cuts = {r["n"]: r["cut"] for r in records if r.get("cut") and r["n"]}
+        self.n_max = max(self.cuts, default=0) or 7
         self.cells: dict[tuple, dict[tuple[str, int], float]] = {}
         self.records_of: dict[tuple, list[dict]] = {}
         for r in records:
             target = get_treatment(r["treatment"]).target
-            unit = (r["split"], r["split_hash"], r["seed"], target)
+            # A model file's runs pair among themselves (and with the file's baseB) only.
+            unit = (FILE_UNIT if r.get("base_model_sha256") else r["split"], r["split_hash"], r["seed"], target,
+                    r.get("base_model_sha256"))
             self.cells.setdefault(unit, {})[(role(r["treatment"]), r["n"])] = r["top1"]
             self.records_of.setdefault(unit, []).append(r)
 
@@ -117,6 +129,9 @@ class Grid:
         return [u for u, cells in self.cells.items()
                 if (split_kind is None or u[0] == split_kind) and u[0] != exclude_kind
                 and any(not r.startswith("base") for r, _ in cells)]
+
+    def n_label(self, n: int) -> str:
+        return f"cut {n} ({self.cuts[n]})" if n in self.cuts else f"n = {n}"
 
     def value(self, unit, role_: str, n: int) -> float | None:
         return self.cells[unit].get((role_, 0 if role_.startswith("base") else n))
@@ -152,7 +167,7 @@ def per_unit(grid: Grid) -> list[dict]:
         for r in sorted(recs, key=lambda r: (ROLES.index(role(r["treatment"])), r["n"])):
             if not get_treatment(r["treatment"]).is_base:
                 by_treatment.setdefault(r["treatment"], {})[r["n"]] = None if base is None else r["top1"] - base
-        split = unit[0] + (f" {recs[0]['split_seed']}" if recs[0]["split_seed"] is not None else "")
+        split = recs[0]["split"] + (f" {recs[0]['split_seed']}" if recs[0]["split_seed"] is not None else "")
         rows.append({"split": split, "seed": unit[2], "target": unit[3], "classes": recs[0]["classes"],
                      "base": base, "diffs": by_treatment})
     return rows
@@ -162,7 +177,7 @@ def table1(grid: Grid) -> list[dict]:
     """Mean boost of AnB+ over baseB and over BnB+ for the paper's layer ranges (random splits)."""
     units = grid.units(exclude_kind="dissimilar")
     rows = []
-    for lo, hi in TABLE1_RANGES:
+    for lo, hi in table1_ranges(grid.n_max):
         ns = range(lo, hi + 1)
         rows.append({"layers": f"{lo}-{hi}", "over_base": grid.estimate("transfer+", "base", ns, units),
                      "over_selffer_plus": grid.estimate("transfer+", "selffer+", ns, units),
@@ -294,11 +309,12 @@ def findings(grid: Grid) -> list[dict]:
 
     t1 = table1(grid)[0]
     e5, e5b = t1["over_base"], t1["over_equal_training"]
-    add("(5) AnB+ ≥ baseB (Table 1's boost, layers 1–7)", e5, lambda: _direction(e5, +1),
-        "mean of AnB+ − baseB over n = 1–7")
+    k = grid.n_max
+    add(f"(5) AnB+ ≥ baseB (Table 1's boost, layers 1–{k})", e5, lambda: _direction(e5, +1),
+        f"mean of AnB+ − baseB over n = 1–{k}")
     if e5b is not None:
         add("(5b) AnB+ ≥ baseB trained as long (the boost that extra training cannot explain)", e5b,
-            lambda: _direction(e5b, +1), "mean of AnB+ − baseB-long over n = 1–7")
+            lambda: _direction(e5b, +1), f"mean of AnB+ − baseB-long over n = 1–{k}")
 
     high = [6, 7]
     d = [v for u in grid.units("dissimilar") if (v := grid.diff(u, "transfer", "base", high)) is not None]
@@ -313,9 +329,9 @@ def findings(grid: Grid) -> list[dict]:
         f"(AnB − baseB) at n = 6–7, dissimilar ({len(d)} units) minus random splits ({len(s)}); "
         "Welch CI with at least 2 of each")
 
-    e7 = grid.estimate("random", "transfer", range(1, 8), grid.units())
+    e7 = grid.estimate("random", "transfer", range(1, k + 1), grid.units())
     add("(7) random frozen weights do worse than transferred ones", e7, lambda: _direction(e7, -1),
-        "mean of random − AnB over n = 1–7, paired by split")
+        f"mean of random − AnB over n = 1–{k}, paired by split")
     return out
 
 

@@ -57,6 +57,15 @@ def _mean_band(ax, grid: Grid, role: str, units, normalize: bool = False, band: 
         ax.fill_between(ns, means - half, means + half, color=line.get("color"), alpha=0.2, linewidth=0)
 
 
+def _n_axis(ax, grid: Grid, label: str) -> None:
+    """x: n = 0..7, or a model file's cuts 0..k named by their layers (0: baseB)."""
+    ax.set_xticks(range(0, grid.n_max + 1))
+    if grid.cuts:
+        ax.set_xticklabels(["0"] + [f"{k}\n{grid.cuts.get(k, '')}" for k in range(1, grid.n_max + 1)], fontsize=7)
+        label = "cut k of the base model file (its layer below)"
+    ax.set_xlabel(label)
+
+
 def figure2(grid: Grid, out: Path) -> list[Path]:
     """Top-1 against n: every run a point (left); means of top-1 − baseB with 95 % CI bands across
     splits (right: the paired differences the findings test, so splits of unequal difficulty do not
@@ -77,15 +86,15 @@ def figure2(grid: Grid, out: Path) -> list[Path]:
             _mean_band(ax2, grid, role, units, normalize=True, color=STYLE[role]["color"],
                        marker=STYLE[role]["marker"], label=LABELS[role])
     for ax, title in ((ax1, "every network"), (ax2, "minus baseB: means, 95 % CI across splits")):
-        ax.set_xlabel("layer n at which the network is chopped and retrained")
-        ax.set_xticks(range(0, 8))
+        _n_axis(ax, grid, "layer n at which the network is chopped and retrained")
         ax.set_title(title)
         ax.grid(alpha=0.3)
     ax1.set_ylabel("top-1 accuracy (test)")
     ax2.set_ylabel("top-1 − baseB's top-1")
     ax1.legend(loc="lower left", fontsize=8)
     ax2.legend(loc="lower left", fontsize=8)
-    fig.suptitle("Figure 2: transfer between random A/B splits")
+    fig.suptitle("Figure 2: transfer from a base model file over its cuts" if grid.cuts else
+                 "Figure 2: transfer between random A/B splits")
     return _save(fig, out, "figure2")
 
 
@@ -128,8 +137,7 @@ def figure3(grid: Grid, out: Path) -> list[Path]:
     axes[2].axhline(0, color="black", linestyle=":")
     axes[2].set_title("normalized: minus the base accuracy")
     for ax in axes:
-        ax.set_xlabel("layer n")
-        ax.set_xticks(range(0, 8))
+        _n_axis(ax, grid, "layer n")
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8, loc="lower left")
