@@ -283,3 +283,21 @@ def test_the_report_reads_a_model_files_grid_over_its_cuts(tmp_path):
     assert {"figure2.png", "figure3.png", "report.md"} <= names
     md = (tmp_path / "report.md").read_text()
     assert "n is cut k, 1 = stem, 2 = add" in md and "| cut 5 (gap) |" in md and "| cuts aggregated |" in md
+
+
+def test_a_model_of_any_input_size_is_fixed_at_the_configs(tmp_path):
+    inputs = keras.Input((None, None, 3))
+    x = keras.layers.Conv2D(4, 3, strides=2, padding="same", name="c1")(inputs)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    model = keras.Model(inputs, keras.layers.Conv2D(4, 3, strides=2, padding="same", name="c2")(x))
+    model.get_layer("bn").moving_mean.assign(np.full(4, 0.3, np.float32))
+    model.save(tmp_path / "any.keras")
+    with pytest.raises(UserError, match="give base_model.input_size"):
+        external.resolve_config(tiny_config(tmp_path, base_model={"path": str(tmp_path / "any.keras")}))
+    config = external.resolve_config(tiny_config(tmp_path, base_model={"path": str(tmp_path / "any.keras"),
+                                                                       "input_size": SIZE}))
+    assert config.base_model.cuts == ["bn", "c2"]  # 8x8 then 4x4
+    net = external.build_treatment(config, "AnB", 1, 3)
+    x = images()
+    want = keras.Model(model.inputs, model.get_layer("bn").output)(x)
+    np.testing.assert_allclose(net.get_layer(external.TRUNK)(x), want, atol=1e-6)

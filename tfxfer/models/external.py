@@ -145,6 +145,12 @@ def load_base_model(bm: BaseModelConfig) -> keras.Model:
         raise UserError(f"base model {path}: unknown kind of file; allowed: a .keras file, or a .weights.h5 with "
                         "base_model.application (a keras.applications architecture)")
     check_model(model, str(path), bm.input_size)
+    if model.inputs[0].shape[1] is None:
+        # A model of any input size, fixed at input_size: its maps get concrete shapes (for the
+        # cuts' listing and the stages of `auto`); the same layers and weights.
+        fixed = keras.models.clone_model(model, input_tensors=keras.Input((bm.input_size, bm.input_size, 3)))
+        fixed.set_weights(model.get_weights())
+        model = fixed
     return model
 
 
