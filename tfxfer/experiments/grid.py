@@ -87,7 +87,9 @@ def _duration(seconds: float) -> str:
 def _data_key(spec) -> str:
     cfg = spec.config.to_dict()
     del cfg["arch"]["variant"]  # an arch's variants read the same images (runner.run builds each's layers)
-    return json.dumps([cfg[k] for k in ("dataset", "split", "arch")], sort_keys=True)
+    # A model file's input size decides the image size as an arch's does.
+    return json.dumps([cfg[k] for k in ("dataset", "split", "arch")] + [cfg["base_model"]["input_size"]],
+                      sort_keys=True)
 
 
 def load_all(plan: Plan) -> dict[str, tuple]:
