@@ -236,10 +236,10 @@ def test_a_weights_file_with_a_keras_applications_architecture(tmp_path):
     x = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 3)).astype("float32")
     want = keras.Model(app.inputs, app.get_layer(cuts[1]).output)(x)
     np.testing.assert_allclose(net.get_layer(external.TRUNK)(x), want, atol=1e-5)
-    with pytest.raises(UserError, match="cannot be loaded as MobileNetV2\\(alpha=1.0\\)"):
+    with pytest.raises(UserError, match="cannot be loaded as MobileNetV2\\(alpha=0.5\\)"):
         external.resolve_config(tiny_config(tmp_path, base_model={
             "path": str(tmp_path / "mobilenet.weights.h5"), "application": "MobileNetV2",
-            "application_kwargs": {"alpha": 1.0}, "input_size": 32}))
+            "application_kwargs": {"alpha": 0.5}, "input_size": 32}))
 
 
 @pytest.mark.parametrize("mode", ["caffe", "tf", "torch"])
