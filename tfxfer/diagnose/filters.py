@@ -277,10 +277,11 @@ def diagnose_filters(run_dirs, out: str | Path | None = None, thresholds: Thresh
 
 def base_health(results_dir: str | Path, records: list[dict]) -> list[FilterHealth]:
     """conv1 health of every base net among `records` that has its weights in `results_dir`, by the
-    norm test only (a report loads no images)."""
+    norm test only (a report loads no images). A model file's baseB has no conv1: not measured."""
     from tfxfer.runs.finished import load_run
     from tfxfer.runs.layout import WEIGHTS_FILE
     from tfxfer.treatments import get_treatment
 
-    dirs = [Path(results_dir) / r["run_id"] for r in records if get_treatment(r["treatment"]).is_base]
+    dirs = [Path(results_dir) / r["run_id"] for r in records
+            if get_treatment(r["treatment"]).is_base and not r.get("base_model_sha256")]
     return [run_health(load_run(d, float32=True), max_images=None) for d in dirs if (d / WEIGHTS_FILE).is_file()]

@@ -136,14 +136,15 @@ def markdown(records: list[dict], missing: list[dict], figures: list[Path], heal
               "|---|---|---|---|"]
     for f in findings(grid):
         lines.append(f"| {f['finding']} | {_est(f['estimate'])} | {f['verdict']} | {f['note']} |")
-    lines += ["", "## Table 1: boost of AnB+ (random splits)", "",
+    scope = "the model file's cuts" if grid.cuts else "random splits"
+    lines += ["", f"## Table 1: boost of AnB+ ({scope})", "",
               f"| {'cuts' if grid.cuts else 'layers'} aggregated | mean boost over baseB | mean boost over selffer BnB+ | "
               "boost over the equal-training base net (baseB-long) |", "|---|---|---|---|"]
     for row in table1(grid):
         lines.append(f"| {row['layers']} | {_est(row['over_base'])} | {_est(row['over_selffer_plus'])} | "
                      f"{_est(row['over_equal_training'])} |")
     lines += convergence_lines(records)
-    lines += ["", "## Co-adaptation and specificity per n (random splits)", "",
+    lines += ["", f"## Co-adaptation and specificity per n ({scope})", "",
               "| n | co-adaptation loss (baseB − BnB) | specificity loss (BnB − AnB) | dominant |", "|---|---|---|---|"]
     for row in losses(grid):
         lines.append(f"| {row['n']} | {_est(row['coadaptation'])} | {_est(row['specificity'])} | "
