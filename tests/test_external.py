@@ -301,3 +301,24 @@ def test_a_model_of_any_input_size_is_fixed_at_the_configs(tmp_path):
     x = images()
     want = keras.Model(model.inputs, model.get_layer("bn").output)(x)
     np.testing.assert_allclose(net.get_layer(external.TRUNK)(x), want, atol=1e-6)
+
+
+def test_a_model_file_run_resumes_from_its_checkpoint_as_if_uninterrupted(tmp_path, model_file, capsys):
+    import tensorflow as tf
+
+    config = byon_config(tmp_path, model_file, cuts=["add"])
+    config = dataclasses.replace(config, recipe=dataclasses.replace(config.recipe, epochs=2))
+    spec = RunSpec("AnB+", 1, config)
+    straight = run(spec, verbose=False)
+    run_dir = tmp_path / "runs" / spec.run_id
+    weights = [np.array(w) for w in load_run(run_dir).model.weights]
+    # As if killed during epoch 2: no result, the newest checkpoint the one of epoch 1.
+    (run_dir / "result.json").unlink()
+    ckpts = run_dir / "checkpoints"
+    tf.compat.v1.train.update_checkpoint_state(str(ckpts), str(ckpts / "ckpt-1"))
+    capsys.readouterr()
+    resumed = run(spec, verbose=False)
+    assert f"{spec.run_id}: resuming after epoch 1 of 2" in capsys.readouterr().out
+    assert resumed["epochs"] == 2 and resumed["top1"] == straight["top1"]
+    again = [np.array(w) for w in load_run(run_dir).model.weights]
+    assert all(np.allclose(a, b, atol=1e-6) for a, b in zip(weights, again))
