@@ -18,7 +18,9 @@ stands for the registry's networks: treatments copy it up to a cut and put a new
   the deepest cut, re-initialized and trained from scratch on B (n = 0).
 - The new head: feature maps global-average-pooled, then `base_model.head`'s hidden ReLU layers
   (with the recipe's dropout and weight decay) and a linear classifier; the recipe's weight decay
-  applies to the head only (the copied layers keep whatever regularizers they were saved with).
+  applies to the head only (the copied layers keep whatever regularizers they were saved with),
+  as does the recipe's precision (the copied layers compute in the dtype policy they were saved
+  with; the logits are float32).
 
 Not supported, each with one error naming it: subclassed models (no layer graph to cut), models
 with several inputs, inputs that are not an image batch [B, H, W, 3], and Keras SavedModel
@@ -363,7 +365,7 @@ def build_treatment(config: Config, treatment: str, n: int, num_classes: int, *,
     init = layer_seed(seed, f"{treatment}{n}")
     for i, units in enumerate(bm.head, start=1):
         x = DenseBlock(units, dropout=recipe.dropout, seed=layer_seed(init, f"head{i}"),
-                       weight_decay=recipe.weight_decay, name=f"head{i}")(x)
+                       weight_decay=recipe.weight_decay, dtype=recipe.precision, name=f"head{i}")(x)
     logits = DenseBlock(num_classes, relu=False, seed=layer_seed(init, "logits"), weight_decay=recipe.weight_decay,
                         dtype="float32", name="logits")(x)
     label = treatment.replace("+", "_ft")
