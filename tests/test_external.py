@@ -7,14 +7,19 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
-from tfxfer.config import BaseModelConfig
+from tfxfer.config import BaseModelConfig, resolve_base_model
 from tfxfer.errors import UserError
 from tfxfer.experiments.runner import run
 from tfxfer.models import external
 from tfxfer.runs.finished import load_run
 from tfxfer.runs.spec import RunSpec
+from tfxfer.treatments import build_file_treatment
 
 SIZE = 16
+
+
+def build(config, treatment, n, num_classes, seed=0):
+    return build_file_treatment(treatment, n, config.base_model, config.recipe, num_classes, seed=seed)
 
 
 def small_model(name="small") -> keras.Model:
@@ -48,7 +53,7 @@ def model_file(tmp_path_factory):
 
 
 def byon_config(tmp_path, path, **base_model):
-    return external.resolve_config(tiny_config(
+    return resolve_base_model(tiny_config(
         tmp_path, base_model={"path": str(path), **base_model},
         dataset={"train_per_class": 12, "test_per_class": 4, "val_fraction": 0.25},
         recipe={"epochs": 1, "batch_size": 16, "lr": 0.05, "optimizer": "sgd"}))
@@ -106,7 +111,7 @@ def test_frozen_copies_keep_weights_and_bn_statistics_fine_tuned_ones_change(tra
     assert not all(np.array_equal(a, b) for a, b in zip(tuned, base))
     # The random control: the same layers re-initialized (fresh BN statistics), and frozen.
     random = trunk_weights(load_run(out / records["random"]["run_id"]).model)
-    again = trunk_weights(external.build_treatment(config, "random", 2, 12, seed=config.seed))
+    again = trunk_weights(build(config, "random", 2, 12, seed=config.seed))
     assert [a.shape for a in random] == [b.shape for b in base]
     assert not any(np.array_equal(a, b) for a, b in zip(random, base) if a.ndim == 4)  # conv kernels
     assert not any(np.allclose(a, 0.3) for a in random)  # the base's moving means are 0.3
@@ -146,9 +151,9 @@ def test_sequential_works_and_subclassed_is_one_clear_error(tmp_path):
                             keras.layers.MaxPooling2D(name="p1"), keras.layers.Flatten(name="flat"),
                             keras.layers.Dense(3, name="out")])
     seq.save(tmp_path / "seq.keras")
-    config = external.resolve_config(tiny_config(tmp_path, base_model={"path": str(tmp_path / "seq.keras")}))
+    config = resolve_base_model(tiny_config(tmp_path, base_model={"path": str(tmp_path / "seq.keras")}))
     assert config.base_model.cuts == ["c1", "p1"]
-    net = external.build_treatment(config, "AnB", 2, 4)
+    net = build(config, "AnB", 2, 4)
     x = images()
     np.testing.assert_allclose(net.get_layer(external.TRUNK)(x), seq.get_layer("p1")(seq.get_layer("c1")(x)),
                                atol=1e-6)
@@ -226,18 +231,18 @@ def test_a_weights_file_with_a_keras_applications_architecture(tmp_path):
     kwargs = {"alpha": 0.35, "include_top": False}
     app = keras.applications.MobileNetV2(weights=None, input_shape=(32, 32, 3), **kwargs)
     app.save_weights(tmp_path / "mobilenet.weights.h5")
-    config = external.resolve_config(tiny_config(tmp_path, base_model={
+    config = resolve_base_model(tiny_config(tmp_path, base_model={
         "path": str(tmp_path / "mobilenet.weights.h5"), "application": "MobileNetV2", "application_kwargs": kwargs,
         "input_size": 32, "preprocessing": "tf"}))
     # The stage outputs: the last layer at each resolution (16, 8, 4, 2, 1 pixels), not the padding layers'.
     cuts = config.base_model.cuts
     assert len(cuts) == 5 and not any("pad" in c for c in cuts) and cuts[-1] == "out_relu", cuts
-    net = external.build_treatment(config, "AnB", 2, 4)
+    net = build(config, "AnB", 2, 4)
     x = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 3)).astype("float32")
     want = keras.Model(app.inputs, app.get_layer(cuts[1]).output)(x)
     np.testing.assert_allclose(net.get_layer(external.TRUNK)(x), want, atol=1e-5)
     with pytest.raises(UserError, match="cannot be loaded as MobileNetV2\\(alpha=0.5\\)"):
-        external.resolve_config(tiny_config(tmp_path, base_model={
+        resolve_base_model(tiny_config(tmp_path, base_model={
             "path": str(tmp_path / "mobilenet.weights.h5"), "application": "MobileNetV2",
             "application_kwargs": {"alpha": 0.5}, "input_size": 32}))
 
@@ -293,11 +298,11 @@ def test_a_model_of_any_input_size_is_fixed_at_the_configs(tmp_path):
     model.get_layer("bn").moving_mean.assign(np.full(4, 0.3, np.float32))
     model.save(tmp_path / "any.keras")
     with pytest.raises(UserError, match="give base_model.input_size"):
-        external.resolve_config(tiny_config(tmp_path, base_model={"path": str(tmp_path / "any.keras")}))
-    config = external.resolve_config(tiny_config(tmp_path, base_model={"path": str(tmp_path / "any.keras"),
+        resolve_base_model(tiny_config(tmp_path, base_model={"path": str(tmp_path / "any.keras")}))
+    config = resolve_base_model(tiny_config(tmp_path, base_model={"path": str(tmp_path / "any.keras"),
                                                                        "input_size": SIZE}))
     assert config.base_model.cuts == ["bn", "c2"]  # 8x8 then 4x4
-    net = external.build_treatment(config, "AnB", 1, 3)
+    net = build(config, "AnB", 1, 3)
     x = images()
     want = keras.Model(model.inputs, model.get_layer("bn").output)(x)
     np.testing.assert_allclose(net.get_layer(external.TRUNK)(x), want, atol=1e-6)

@@ -17,8 +17,8 @@ TRAIN_OVERRIDES = {
 }
 
 # The base model file flags of train, experiment and `list cuts` (see tfxfer.models.external).
-BASE_MODEL_OVERRIDES = {"base_model": "base_model.path", "cuts": "base_model.cuts", "base_arch": "base_model.application",
-                        "input_size": "base_model.input_size", "preprocessing": "base_model.preprocessing"}
+BASE_MODEL_OVERRIDES = {"base_model": "base_model.path", "cuts": "base_model.cuts",
+                        "base_arch": "base_model.application", "input_size": "base_model.input_size", "preprocessing": "base_model.preprocessing"}
 
 
 def _base_model_options(fn):
@@ -46,15 +46,6 @@ def _base_model_overrides(flags: dict) -> dict:
     for k in BASE_MODEL_OVERRIDES:
         flags.pop(k, None)
     return out
-
-
-def _resolve(config):
-    """The config with its base model file (if any) loaded and checked: TensorFlow loads here."""
-    if config.base_model.path is None:
-        return config
-    from tfxfer.models.external import resolve_config
-
-    return resolve_config(config)
 
 
 TUNE_OVERRIDES = {"tuner": "tuning.tuner", "max_trials": "tuning.max_trials", "out": "out"}
@@ -104,12 +95,12 @@ def train(config_name, treatment, n, quiet, **flags):
 
     Rerunning an interrupted command resumes from its last finished epoch.
     """
-    from tfxfer.config import load_config
+    from tfxfer.config import load_config, resolve_base_model
     from tfxfer.runs.spec import RunSpec
 
     base_model = _base_model_overrides(flags)
     overrides = {TRAIN_OVERRIDES[k]: v for k, v in flags.items() if v is not None}
-    config = _resolve(load_config(config_name, {**overrides, **base_model}))
+    config = resolve_base_model(load_config(config_name, {**overrides, **base_model}))
     if n is None and config.base_model.cuts and len(config.base_model.cuts) == 1:
         n = 1  # the one cut given
     spec = RunSpec(treatment, n, config)
@@ -140,7 +131,7 @@ def experiment(config_name, dry_run, jobs, out, epochs, lease, quiet, splits, **
     """
     from pathlib import Path
 
-    from tfxfer.config import load_config
+    from tfxfer.config import load_config, resolve_base_model
     from tfxfer.experiments.planner import plan_experiment
 
     flags = {"out": out, "recipe.epochs": epochs}
@@ -148,7 +139,7 @@ def experiment(config_name, dry_run, jobs, out, epochs, lease, quiet, splits, **
     config = load_config(config_name, {**{k: v for k, v in flags.items() if v is not None}, **base_model})
     if jobs < 1:
         raise UserError(f"--jobs {jobs} is not allowed; expected an integer >= 1")
-    config = _resolve(config)
+    config = resolve_base_model(config)
     plan = plan_experiment(config, splits)
     out_dir = Path(config.out)
     click.echo(plan.describe(out_dir))

@@ -404,5 +404,16 @@ def load_config(name_or_path: str | None = "quickstart", overrides: dict | None 
     return Config.from_dict(data)
 
 
+def resolve_base_model(config: Config) -> Config:
+    """The config with its base_model section (if any) checked against its file and made concrete:
+    the file's sha256, input size and cut names (tfxfer.models.external.resolve). TensorFlow loads
+    here; every error is a UserError raised before anything is written."""
+    if config.base_model.path is None:
+        return config
+    from tfxfer.models import external
+
+    return dataclasses.replace(config, base_model=external.resolve(config.base_model))
+
+
 def dump_config(config: Config) -> str:
     return yaml.safe_dump(config.to_dict(), sort_keys=False)

@@ -25,6 +25,10 @@ if TYPE_CHECKING:
     import keras
 
 N_MAX = len(LAYER_NAMES) - 1  # n = 8 would copy the classifier itself: B8B is baseB (paper, footnote 2)
+# The treatments over a base model file (tfxfer.models.external), which is task A's network; n is
+# the index of a cut in base_model.cuts. baseB is the file's layers up to its deepest cut,
+# re-initialized and trained from scratch on B (n = 0).
+FILE_TREATMENTS = ("baseB", "AnB", "AnB+", "random")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,3 +127,39 @@ def build_treatment(name: str, n: int, spec: ArchSpec, num_classes: int, *, base
     for layer in frozen_layers(t, n):
         model.get_layer(layer).trainable = False
     return model
+
+
+def check_cut(name: str, n: int | None, bm) -> int:
+    """n as a treatment over a (resolved) base_model section `bm` takes it: 0 for baseB, else the
+    index of its cut, 1..len(bm.cuts)."""
+    if name not in FILE_TREATMENTS:
+        raise UserError(f"treatment {name} is not allowed with a base model file; "
+                        f"allowed: {', '.join(FILE_TREATMENTS)}")
+    if not isinstance(bm.cuts, list):
+        raise ValueError("resolve the base_model section first (tfxfer.config.resolve_base_model)")
+    if get_treatment(name).is_base:
+        return check_n(get_treatment(name), n)
+    if not (isinstance(n, int) and 1 <= n <= len(bm.cuts)):
+        raise UserError(f"n={n!r} is out of range for {name}; allowed: 1..{len(bm.cuts)}, "
+                        f"an index into base_model.cuts ({', '.join(bm.cuts)})")
+    return n
+
+
+def build_file_treatment(name: str, n: int, bm, recipe, num_classes: int, *, seed: int = 0,
+                         base: keras.Model | None = None) -> keras.Model:
+    """The network for treatment `name` at cut n of a base model file (`bm`: the resolved
+    base_model section; `recipe`: the recipe section; `base`: the loaded file, default loaded
+    here): AnB copies it up to the cut, frozen; AnB+ fine-tuned; random and baseB re-initialize
+    those layers (random: frozen, the same random net for every cut; baseB: learning, at the
+    deepest cut). Each treatment and cut draws its own head, as build_treatment does."""
+    from tfxfer.models import external
+
+    t = get_treatment(name)
+    n = check_cut(name, n, bm)
+    reinit = name in ("random", "baseB")
+    return external.build_network(
+        base if base is not None else external.load_base_model(bm), external.cut_of(bm, n), num_classes,
+        input_size=bm.input_size, head=bm.head, frozen=not t.fine_tune,
+        reinit_seed=layer_seed(seed, name) if reinit else None, seed=layer_seed(seed, f"{name}{n}"), run_seed=seed,
+        dropout=recipe.dropout, weight_decay=recipe.weight_decay, precision=recipe.precision,
+        name=f"{name.replace('+', '_ft')}{n or ''}")

@@ -11,8 +11,7 @@ from tfxfer.data import registry
 from tfxfer.data.pipeline import Normalization
 from tfxfer.data.splits import Split, carve_validation, make_split, task_arrays
 from tfxfer.data.types import ImageData
-from tfxfer.models import ArchSpec
-from tfxfer.models.external import arch_spec
+from tfxfer.models import ArchSpec, external, get_arch
 
 
 @dataclasses.dataclass
@@ -33,6 +32,14 @@ class TaskData:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+
+def arch_spec(config: Config):
+    """The network's input geometry: the registry arch's spec (ArchSpec), or a (resolved) base
+    model file's (external.ExternalSpec: name, input_size, resize_size, layers)."""
+    if config.base_model.path is not None:
+        return external.spec_of(config.base_model)
+    return get_arch(config.arch.name, config.arch.width, config.arch.variant)
 
 
 def load_data(config: Config) -> tuple[ImageData, Split, ArchSpec]:

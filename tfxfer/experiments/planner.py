@@ -10,7 +10,7 @@ from tfxfer.errors import UserError
 from tfxfer.models import external
 from tfxfer.runs.layout import RESULT_FILE
 from tfxfer.runs.spec import RunSpec
-from tfxfer.treatments import control_of, get_treatment
+from tfxfer.treatments import FILE_TREATMENTS, control_of, get_treatment
 
 
 @dataclasses.dataclass
@@ -59,7 +59,7 @@ def plan_experiment(config: Config, only: Sequence[int] = ()) -> Plan:
             if byon:  # a model file's grid: its treatments over every cut (the file is the base)
                 ns = range(1, len(cfg.base_model.cuts) + 1)
                 if treatments == ExperimentConfig().treatments:  # the default grid: the file's treatments
-                    treatments = [t for t in external.TREATMENTS if not get_treatment(t).is_base]
+                    treatments = [t for t in FILE_TREATMENTS if not get_treatment(t).is_base]
             for name in treatments:
                 t = get_treatment(name)
                 for n in ([0] if t.is_base else ns):

@@ -3,8 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tfxfer.data.tasks import load_data, task_data
-from tfxfer.models.external import arch_spec
+from tfxfer.data.tasks import arch_spec, load_data, task_data
 from tfxfer.runs.layout import WEIGHTS_FILE
 from tfxfer.runs.records import read_result
 from tfxfer.runs.spec import RunSpec

@@ -11,9 +11,9 @@ stands for the registry's networks: treatments copy it up to a cut and put a new
   weights (Dense layers, tfxfer's fc6/fc7 blocks).
 - The truncated model at a cut is `keras.Model(inputs, <the cut layer's output>)` over the base's
   own layers, so it computes exactly the original's intermediate output.
-- Cut n of `base_model.cuts` is the "n" of a run. Treatments: AnB (the copied layers frozen, batch
-  norm in inference mode: the prefix is called with training=False), AnB+ (copied, fine-tuned,
-  batch norm learning as every layer does) and random (the same layers re-initialized from the
+- Cut n of `base_model.cuts` is the "n" of a run. Treatments (tfxfer.treatments.build_file_treatment):
+  AnB (the copied layers frozen, batch norm in inference mode: the prefix is called with
+  training=False), AnB+ (copied, fine-tuned, batch norm learning as every layer does) and random (the same layers re-initialized from the
   run's seed, frozen); and baseB, the reference every treatment is read against: the layers up to
   the deepest cut, re-initialized and trained from scratch on B (n = 0).
 - The new head: feature maps global-average-pooled, then `base_model.head`'s hidden ReLU layers
@@ -40,11 +40,9 @@ from tfxfer.errors import UserError
 if TYPE_CHECKING:
     import keras
 
-    from tfxfer.config import BaseModelConfig, Config
-
-# The treatments of a model file's grid; the file is task A's network. baseB is the file's
-# architecture up to its deepest cut, re-initialized and trained from scratch on B (n = 0).
-TREATMENTS = ("baseB", "AnB", "AnB+", "random")
+# Functions here take the config's base_model section (tfxfer.config.BaseModelConfig, `bm`) as
+# it is, without importing the config layer, which sits above the models'; the treatments over a
+# model file are tfxfer.treatments.build_file_treatment.
 TRUNK = "base"  # the nested model of a treatment's network that is the truncated base
 CUT = "cut"  # the layer after it whose output is the cut's features (what exports and probes read)
 
@@ -70,40 +68,15 @@ class Cut:
     shape: tuple  # its output's, batch dimension first (None)
 
 
-def is_external(config: Config) -> bool:
-    return config.base_model.path is not None
-
-
-def arch_spec(config: Config):
-    """The network's input geometry: the registry arch's spec, or the model file's (resolved config)."""
-    from tfxfer.models import get_arch
-
-    bm = config.base_model
-    if bm.path is None:
-        return get_arch(config.arch.name, config.arch.width, config.arch.variant)
+def spec_of(bm) -> ExternalSpec:
+    """A (resolved) base_model section's input geometry, as the data pipeline and exports read it."""
     if bm.input_size is None:
-        raise ValueError("resolve_config() the base_model section first")
+        raise ValueError("resolve() the base_model section first")
     return ExternalSpec(model_name(bm), bm.input_size, bm.input_size, tuple(bm.head))
 
 
-def model_name(bm: BaseModelConfig) -> str:
+def model_name(bm) -> str:
     return f"{bm.application}:{Path(bm.path).name}" if bm.application else f"file:{Path(bm.path).name}"
-
-
-def check_treatment(treatment: str, n: int | None, bm: BaseModelConfig) -> int:
-    """n as a model-file treatment takes it: the index of its cut, 1..len(cuts)."""
-    if treatment not in TREATMENTS:
-        raise UserError(f"treatment {treatment} is not allowed with a base model file; allowed: {', '.join(TREATMENTS)}")
-    if not isinstance(bm.cuts, list):
-        raise ValueError("resolve_config() the base_model section first")
-    if treatment == "baseB":
-        if n not in (0, None):
-            raise UserError(f"n={n} makes no sense for baseB; base networks take no n")
-        return 0
-    if not (isinstance(n, int) and 1 <= n <= len(bm.cuts)):
-        raise UserError(f"n={n!r} is out of range for {treatment}; allowed: 1..{len(bm.cuts)}, "
-                        f"an index into base_model.cuts ({', '.join(bm.cuts)})")
-    return n
 
 
 def file_sha256(path: str | Path) -> str:
@@ -118,7 +91,7 @@ def _first_line(e: BaseException) -> str:
     return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
-def load_base_model(bm: BaseModelConfig) -> keras.Model:
+def load_base_model(bm) -> keras.Model:
     """The model of `bm.path`, checked to be one tfxfer can cut (see the module's docstring)."""
     import keras
 
@@ -162,7 +135,7 @@ def applications() -> list[str]:
     return sorted(n for n in dir(keras.applications) if n[0].isupper())
 
 
-def _application(bm: BaseModelConfig, path: Path) -> keras.Model:
+def _application(bm, path: Path) -> keras.Model:
     import keras
 
     if bm.application not in applications():
@@ -311,13 +284,10 @@ def check_cuts(model, names: list[str], where: str) -> None:
                             f"e.g. {', '.join(near)}; all: tfxfer list cuts --base-model {where}")
 
 
-def resolve_config(config: Config) -> Config:
-    """The config with its base_model section made concrete: the file's sha256, the input size and
-    the cut names (`auto` expanded), each checked against the model. Every error is a UserError
-    raised before anything is written. A config without a base model comes back as it is."""
-    bm = config.base_model
-    if bm.path is None:
-        return config
+def resolve(bm):
+    """The base_model section made concrete: the file's sha256, the input size and the cut names
+    (`auto` expanded), each checked against the model. Every error is a UserError raised before
+    anything is written."""
     model = load_base_model(bm)
     if bm.cuts is None or bm.cuts == "auto":
         cuts = auto_cuts(model)
@@ -327,51 +297,44 @@ def resolve_config(config: Config) -> Config:
     if not cuts:
         raise UserError(f"base model {bm.path} has no cut points (layers with feature-map or vector outputs)")
     size = bm.input_size or model.inputs[0].shape[1]
-    bm = dataclasses.replace(bm, sha256=file_sha256(bm.path), input_size=size, cuts=cuts)
-    return dataclasses.replace(config, base_model=bm)
+    return dataclasses.replace(bm, sha256=file_sha256(bm.path), input_size=size, cuts=cuts)
 
 
-def build_treatment(config: Config, treatment: str, n: int, num_classes: int, *, seed: int = 0,
-                    base: keras.Model | None = None) -> keras.Model:
-    """The network of `treatment` at cut n of a (resolved) config's base model: the base truncated
-    at the cut (copied: frozen or fine-tuned; random: re-initialized, frozen) under a new head.
-    `base`: the loaded model file (default: loaded from the config)."""
+def cut_of(bm, n: int) -> str:
+    """The layer cut n names; n = 0 (a base net) spans the network up to the deepest cut."""
+    return bm.cuts[n - 1] if n else bm.cuts[-1]
+
+
+def build_network(base: keras.Model, cut: str, num_classes: int, *, input_size: int, head=(), frozen: bool,
+                  reinit_seed: int | None, seed: int, run_seed: int = 0, dropout: float = 0.0,
+                  weight_decay: float = 0.0, precision: str = "float32", name: str | None = None) -> keras.Model:
+    """`base` truncated at `cut` (its own layers: copied; re-initialized from `reinit_seed` when
+    given), frozen or learning, under a new head: global average pooling for a feature map, the
+    `head` hidden ReLU layers, a linear classifier; initialized from `seed`. A re-initialization
+    leaves Keras's global generator seeded with `run_seed`, as the run set it."""
     import keras
 
     from tfxfer.models.blocks import DenseBlock
     from tfxfer.models.registry import layer_seed
-    from tfxfer.treatments import get_treatment
 
-    bm = config.base_model
-    n = check_treatment(treatment, n, bm)
-    trunk = truncate(base if base is not None else load_base_model(bm), cut_of(bm, n))
-    if treatment in ("random", "baseB"):
+    trunk = truncate(base, cut)
+    if reinit_seed is not None:
         # The same layers, freshly initialized: clone_model draws each layer's initializer from
-        # Keras's global generator, seeded here per run seed (the same random net for every cut).
-        keras.utils.set_random_seed(layer_seed(seed, treatment))
+        # Keras's global generator, seeded here (then put back to the run's seed).
+        keras.utils.set_random_seed(reinit_seed)
         trunk = keras.models.clone_model(trunk)
-        keras.utils.set_random_seed(seed)
-    frozen = not get_treatment(treatment).fine_tune
+        keras.utils.set_random_seed(run_seed)
     trunk.trainable = not frozen
-    recipe = config.recipe
-    inputs = keras.Input((bm.input_size, bm.input_size, 3), name="image")
+    inputs = keras.Input((input_size, input_size, 3), name="image")
     # Frozen: inference mode always, so batch norm keeps the copied statistics.
     x = trunk(inputs, training=False) if frozen else trunk(inputs)
     # A layer of the outer graph for the cut's output (a nested model's own `output` is not in it).
     x = keras.layers.Identity(name=CUT)(x)
     if len(x.shape) == 4:
         x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    # Each treatment and cut draws its own head, as build_treatment does for the registry's nets.
-    init = layer_seed(seed, f"{treatment}{n}")
-    for i, units in enumerate(bm.head, start=1):
-        x = DenseBlock(units, dropout=recipe.dropout, seed=layer_seed(init, f"head{i}"),
-                       weight_decay=recipe.weight_decay, dtype=recipe.precision, name=f"head{i}")(x)
-    logits = DenseBlock(num_classes, relu=False, seed=layer_seed(init, "logits"), weight_decay=recipe.weight_decay,
+    for i, units in enumerate(head, start=1):
+        x = DenseBlock(units, dropout=dropout, seed=layer_seed(seed, f"head{i}"), weight_decay=weight_decay,
+                       dtype=precision, name=f"head{i}")(x)
+    logits = DenseBlock(num_classes, relu=False, seed=layer_seed(seed, "logits"), weight_decay=weight_decay,
                         dtype="float32", name="logits")(x)
-    label = treatment.replace("+", "_ft")
-    return keras.Model(inputs, logits, name=f"{label}{n or ''}")
-
-
-def cut_of(bm: BaseModelConfig, n: int) -> str:
-    """The layer cut n names; n = 0 (baseB) spans the network up to the deepest cut."""
-    return bm.cuts[n - 1] if n else bm.cuts[-1]
+    return keras.Model(inputs, logits, name=name)

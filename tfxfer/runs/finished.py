@@ -18,13 +18,12 @@ from tfxfer.config import Config
 from tfxfer.data.pipeline import Normalization, make_dataset, preprocess
 from tfxfer.data.registry import load_dataset
 from tfxfer.data.splits import task_arrays
-from tfxfer.data.tasks import load_data
+from tfxfer.data.tasks import arch_spec, load_data
 from tfxfer.errors import UserError
-from tfxfer.models import ArchSpec, build_model, external
-from tfxfer.models.external import arch_spec
+from tfxfer.models import ArchSpec, build_model
 from tfxfer.runs.layout import CONFIG_FILE, NORMALIZATION_FILE, RESULT_FILE, WEIGHTS_FILE
 from tfxfer.runs.records import read_result
-from tfxfer.treatments import get_treatment
+from tfxfer.treatments import build_file_treatment, get_treatment
 
 
 @dataclasses.dataclass
@@ -108,8 +107,9 @@ def load_run(run_dir: str | Path, float32: bool = False) -> FinishedRun:
         raise UserError(f"run directory {run_dir} holds no finished run ({run_dir / RESULT_FILE} is missing)")
     cfg = Config.from_dict(yaml.safe_load((run_dir / CONFIG_FILE).read_text()))
     spec = arch_spec(cfg)
-    if external.is_external(cfg):  # rebuilt from the model file (its sha256 checked), then the run's weights
-        model = external.build_treatment(cfg, record["treatment"], record["n"], len(record["classes"]), seed=cfg.seed)
+    if cfg.base_model.path is not None:  # rebuilt from the model file (its sha256 checked), then the run's weights
+        model = build_file_treatment(record["treatment"], record["n"], cfg.base_model, cfg.recipe,
+                                     len(record["classes"]), seed=cfg.seed)
     else:
         model = build_model(spec, len(record["classes"]), dropout=cfg.recipe.dropout,
                             renorm_radius=cfg.arch.renorm_radius,

@@ -7,8 +7,7 @@ import json
 
 from tfxfer.config import BaseModelConfig, Config
 from tfxfer.errors import UserError
-from tfxfer.models import external
-from tfxfer.treatments import check_n, get_treatment
+from tfxfer.treatments import check_cut, check_n, get_treatment
 
 # Sections that change what a run computes. `out` is where it goes and `training` how it is
 # spread over devices, neither of which makes it a different network.
@@ -30,7 +29,7 @@ class RunSpec:
     def __post_init__(self):
         t = get_treatment(self.treatment)
         if self.config.base_model.path is not None:  # n indexes the model file's cuts
-            object.__setattr__(self, "n", external.check_treatment(self.treatment, self.n, self.config.base_model))
+            object.__setattr__(self, "n", check_cut(self.treatment, self.n, self.config.base_model))
             return
         object.__setattr__(self, "n", check_n(t, self.n))
         variant = self.config.arch.variant

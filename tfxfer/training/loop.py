@@ -29,7 +29,7 @@ from tfxfer.training import prefix_cache
 from tfxfer.training.checkpoints import EpochCheckpoints
 from tfxfer.training.strategy import device_name, is_chief, make_strategy
 from tfxfer.training.tensorboard import RunLogger
-from tfxfer.treatments import build_treatment, frozen_layers, get_treatment
+from tfxfer.treatments import build_file_treatment, build_treatment, frozen_layers, get_treatment
 
 EVAL_BATCH = 256
 LAST_EPOCHS = 3  # the record keeps the validation top-1 of this many last epochs, to judge convergence
@@ -109,8 +109,9 @@ def scores(logits: np.ndarray, y: np.ndarray) -> dict[str, float]:
 
 def _build(spec: RunSpec, task: TaskData, base_weights: Path | None):
     cfg = spec.trained_config
-    if external.is_external(cfg):
-        return external.build_treatment(cfg, spec.treatment, spec.n, task.num_classes, seed=cfg.seed)
+    if cfg.base_model.path is not None:
+        return build_file_treatment(spec.treatment, spec.n, cfg.base_model, cfg.recipe, task.num_classes,
+                                    seed=cfg.seed)
     kwargs = dict(dropout=cfg.recipe.dropout, weight_decay=cfg.recipe.weight_decay,
                   renorm_radius=cfg.arch.renorm_radius, dtype_policy=cfg.recipe.precision)
     base = None
@@ -172,7 +173,7 @@ def train(spec: RunSpec, run_dir: Path, task: TaskData, base_weights: Path | Non
     # Frozen layers 1..n never change: train layers n+1..8 on their cached outputs.
     frozen = len(frozen_layers(get_treatment(spec.treatment), spec.n))
     # A model file's frozen prefix is not cached (yet): every epoch runs it, in inference mode.
-    byon = external.is_external(cfg)
+    byon = cfg.base_model.path is not None
     cached = cfg.training.prefix_cache and frozen > 0 and not byon
     with strategy.scope():
         model = _build(spec, task, base_weights)
