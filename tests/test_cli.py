@@ -56,11 +56,13 @@ def bad_inputs(tmp_path):
     bad_key = tmp_path / "bad.yaml"
     bad_key.write_text("recipe:\n  learning_rate: 0.1\n")
     return {
-        "treatment": (["--treatment", "CnB", "--n", "3"], "treatment 'CnB' is unknown; allowed: baseA, baseB"),
-        "n": (["--treatment", "BnB", "--n", "9"], "n=9 is out of range for BnB; allowed: 1..7"),
+        "treatment": (["--treatment", "CnB", "--n", "3"],
+                      "Invalid value for '--treatment': 'CnB' is not one of 'baseA', 'baseB', "),
+        "n": (["--treatment", "BnB", "--n", "9"], "Invalid value for '--n': 9 is not in the range 1<=x<=7"),
         "no n": (["--treatment", "AnB"], "n=None is out of range for AnB; allowed: 1..7"),
         "dataset": (["--dataset", "imagenet"], "dataset 'imagenet' is unknown; allowed: synthetic, cifar10"),
-        "arch": (["--arch", "resnet50"], "arch 'resnet50' is unknown; allowed: caffenet, cifar8, cifar8-bn, zfnet"),
+        "arch": (["--arch", "resnet50"], "Invalid value for '--arch': 'resnet50' is not one of 'caffenet', 'cifar8', "
+                                        "'cifar8-bn', 'zfnet'"),
         "config key": (["--config", bad_key], "config key recipe.learning_rate does not exist; allowed keys"),
         "config value": (["--precision", "fp8"], "config key recipe.precision: 'fp8' is not allowed"),
         "config file": (["--config", tmp_path / "nope.yaml"], "config '"),
@@ -91,7 +93,8 @@ def test_bad_input_from_a_shell_is_one_line_before_tensorflow_loads(tmp_path):
     bad_key = tmp_path / "bad.yaml"
     bad_key.write_text("recipe:\n  learning_rate: 0.1\n")
     for args, expected in [
-        (["train", "--treatment", "BnB", "--n", "0"], "n=0 is out of range for BnB; allowed: 1..7"),
+        (["train", "--treatment", "BnB", "--n", "0"], "Invalid value for '--n': 0 is not in the range 1<=x<=7"),
+        (["train", "--treatment", "AnB"], "n=None is out of range for AnB; allowed: 1..7"),
         (["experiment", bad_key], "recipe.learning_rate"),
     ]:
         res = run_tfxfer(*args, "--out", tmp_path / "runs")
