@@ -1,5 +1,7 @@
 """The command line: help, bad input as one clear line with exit code 2, image folders end to end."""
 import gzip
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -117,3 +119,28 @@ def test_grayscale_folder_of_other_size_trains(tmp_path):
     record = only_result(tmp_path / "runs")
     assert record["classes"] == ["mid", "light"] and record["split"] == "explicit"
     assert record["top1"] >= 0.9  # brightness separates the two classes
+
+
+@pytest.mark.parametrize("args, message", [
+    (["probe", "RUN", "--per-class", "5,,30"], "Invalid value for '--per-class': '5,,30' is not a comma-separated "
+                                               "list of K"),
+    (["probe", "RUN", "--per-class", "5,0"], "Invalid value for '--per-class': 0 is not in the range x>=1"),
+    (["export", "RUN", "--layers", "conv5,fc9", "--out", "x"], "Invalid value for '--layers': 'fc9' is not one of "
+                                                               "'conv1', 'conv2', 'conv3', 'conv4', 'conv5', 'fc6'"),
+    (["experiment", "quickstart", "--jobs", "0"], "Invalid value for '--jobs': 0 is not in the range x>=1"),
+    (["tune", "quickstart", "--treatment", "XnY"], "Invalid value for '--treatment': 'XnY' is not one of 'baseA'"),
+])
+def test_a_value_its_type_refuses_is_one_line_exit_2(args, message, capsys, tmp_path):
+    code, out, err = cli(capsys, *args)
+    assert code == 2 and out == "" and err.startswith(f"tfxfer: error: {message}") and err.count("\n") == 1, err
+
+
+def test_help_reads_no_registry_that_loads_tensorflow():
+    # Choices from registries in modules that import TensorFlow (probes, export) are read when a value
+    # is checked, not to print --help.
+    code = ("import sys\nfrom click.testing import CliRunner\nfrom tfxfer.cli import cli\n"
+            "for c in (['probe'], ['similarity'], ['export'], ['visualize', 'deconv'], ['train']):\n"
+            "    assert CliRunner().invoke(cli, [*c, '--help']).exit_code == 0, c\n"
+            "print('tensorflow' in sys.modules)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and res.stdout.split() == ["False"], res.stderr

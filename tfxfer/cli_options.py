@@ -29,8 +29,8 @@ class Names(click.Choice):
         names = getattr(importlib.import_module(module), attr)
         return tuple(names() if callable(names) else names)
 
-    def get_metavar(self, param, ctx):
-        return self.metavar or super().get_metavar(param, ctx)
+    def get_metavar(self, param, **ctx):  # click 8.2 passes ctx= too, 8.1 does not
+        return self.metavar or super().get_metavar(param, **ctx)
 
 
 class CommaList(click.ParamType):
@@ -40,14 +40,12 @@ class CommaList(click.ParamType):
     def __init__(self, item: click.ParamType, metavar: str):
         self.item, self.metavar = item, metavar
 
-    def get_metavar(self, param, ctx):
+    def get_metavar(self, param, **ctx):
         return f"{self.metavar}[,{self.metavar}...]"
 
     def convert(self, value, param, ctx):
-        if isinstance(value, (list, tuple)):
-            return list(value)
-        items = [s.strip() for s in str(value).split(",")]
-        if "" in items:
+        items = list(value) if isinstance(value, (list, tuple)) else [s.strip() for s in str(value).split(",")]
+        if not items or "" in items:
             self.fail(f"{value!r} is not a comma-separated list of {self.metavar}", param, ctx)
         return [self.item.convert(item, param, ctx) for item in items]
 
