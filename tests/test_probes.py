@@ -83,7 +83,7 @@ def test_pooled_target_tests_on_the_images_not_drawn(tmp_path, runs):
     assert not set(fold.train) & set(fold.test) and len(fold.test) == 3 * 2  # the rest as test
     from tfxfer.errors import UserError
 
-    with pytest.raises(UserError, match="--per-class 6 is too many"):
+    with pytest.raises(UserError, match="per_class 6 is too many"):
         draw_fold(target, 6, seed=0)
 
 
@@ -197,7 +197,7 @@ def test_scratch_row_trains_through_the_core_loop_once(tmp_path, runs):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--per-class", "61"], "--per-class 61 is too many for synthetic task B"),
+    (["--per-class", "61"], "per_class 61 is too many for synthetic task B"),
     (["--layers", "conv9"], "Invalid value for '--layers': 'conv9' is not one of 'conv1', "),
     (["--classifier", "knn"], "Invalid value for '--classifier': 'knn' is not one of 'softmax', 'svm'"),
     (["--folds", "0"], "Invalid value for '--folds': 0 is not in the range x>=1"),

@@ -306,6 +306,8 @@ def features(images, dataset, data_path, data_dir, part, per_class, server, mode
     """Compute features of a folder of images or a dataset and write them, with labels, to an .npz."""
     if (images is None) == (dataset is None):
         raise UserError("give exactly one of --images FOLDER and --dataset NAME")
+    if (server is None) == (export_path is None):
+        raise UserError("give exactly one of --server (http://HOST:PORT or grpc://HOST:PORT) and --export PATH")
     from tfxfer.serving.client import connect
     from tfxfer.serving.features import dataset_features, folder_features, summary, write_npz
 
