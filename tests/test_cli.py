@@ -95,7 +95,8 @@ def test_bad_input_from_a_shell_is_one_line_before_tensorflow_loads(tmp_path):
     bad_key = tmp_path / "bad.yaml"
     bad_key.write_text("recipe:\n  learning_rate: 0.1\n")
     for args, expected in [
-        (["train", "--treatment", "BnB", "--n", "0"], "Invalid value for '--n': 0 is not in the range 1<=x<=7"),
+        (["train", "--treatment", "BnB", "--n", "8"], "Invalid value for '--n': 8 is not in the range 0<=x<=7"),
+        (["train", "--treatment", "BnB", "--n", "0"], "n=0 is out of range for BnB; allowed: 1..7"),
         (["train", "--treatment", "AnB"], "n=None is out of range for AnB; allowed: 1..7"),
         (["experiment", bad_key], "recipe.learning_rate"),
     ]:

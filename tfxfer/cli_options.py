@@ -74,7 +74,7 @@ QUIET = click.option("--quiet", is_flag=True, help="No progress bars or lines.")
 TREATMENT_N = options(
     click.option("--treatment", type=TREATMENT, default="baseB", show_default=True,
                  help="Which network (see `tfxfer list treatments`): baseA, baseB, AnB, AnB+, BnB, BnB+, ..."),
-    click.option("--n", type=click.IntRange(1, N_MAX), default=None,
+    click.option("--n", type=click.IntRange(0, N_MAX), default=None,
                  help=f"Layers copied from the base net, 1..{N_MAX} (not for baseA/baseB)."),
 )
 DATA_DIR = click.option("--data-dir", help="TFDS data_dir, for tfds:NAME datasets.")
