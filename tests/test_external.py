@@ -125,7 +125,7 @@ def test_an_export_of_a_cut_serves_its_features(trained, tmp_path):
 
     config, records = trained
     finished = load_run(Path(config.out) / records["AnB"]["run_id"])
-    path = export_run(finished.run_dir, "cut,logits", tmp_path / "exports", name="byon")
+    path = export_run(finished.run_dir, ["cut", "logits"], tmp_path / "exports", name="byon")
     pixels = np.random.default_rng(1).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
     got = tf.saved_model.load(str(path)).signatures["features_from_pixels_uint8"](pixels=tf.constant(pixels))
     # The cut's features: the copied layers on the run's own preprocessing, averaged over the map.

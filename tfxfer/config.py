@@ -92,7 +92,10 @@ class BaseModelConfig:
         _check(self.preprocessing in PREPROCESSING, at, "preprocessing", self.preprocessing, ", ".join(PREPROCESSING))
         _check(self.input_size is None or self.input_size > 0, at, "input_size", self.input_size,
                "a positive integer or null")
-        _check(all(u > 0 for u in self.head), at, "head", self.head, "a list of positive integers")
+        from tfxfer.models.external import MAX_HEAD
+
+        _check(all(u > 0 for u in self.head) and len(self.head) <= MAX_HEAD, at, "head", self.head,
+               f"a list of at most {MAX_HEAD} positive integers")
         _check(self.cuts is None or self.cuts == "auto" or isinstance(self.cuts, list) and len(self.cuts) > 0, at,
                "cuts", self.cuts, "a non-empty list of layer names, auto, or null")
         _check(self.application is None or self.path is not None, at, "application", self.application,

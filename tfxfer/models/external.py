@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tfxfer.errors import UserError
+from tfxfer.models.registry import LAYER_NAMES
 
 if TYPE_CHECKING:
     import keras
@@ -45,6 +46,11 @@ if TYPE_CHECKING:
 # model file are tfxfer.treatments.build_file_treatment.
 TRUNK = "base"  # the nested model of a treatment's network that is the truncated base
 CUT = "cut"  # the layer after it whose output is the cut's features (what exports and probes read)
+MAX_HEAD = 8  # hidden layers a new head may have (base_model.head)
+# Every layer name a model-file run's network can have; with a registry net's blocks, what
+# `export --layers` accepts (each run then checks its own).
+FEATURE_LAYERS = (CUT, *(f"head{i}" for i in range(1, MAX_HEAD + 1)), "logits")
+EXPORTABLE_LAYERS = (*LAYER_NAMES, *FEATURE_LAYERS)
 
 
 @dataclasses.dataclass(frozen=True)
