@@ -130,7 +130,7 @@ def ref_transrate(f, labels, eps=1e-4):
 
     def rate(part):
         n, d = part.shape
-        return 0.5 * np.linalg.slogdet(np.eye(d) + d / (n * eps) * part.T @ part)[1]
+        return 0.5 * np.linalg.slogdet(np.eye(d) + 1 / (n * eps) * part.T @ part)[1]
 
     return rate(z) - sum(np.mean(labels == c) * rate(z[labels == c]) for c in np.unique(labels))
 

@@ -361,12 +361,12 @@ def hscore_shrinkage(features, labels) -> float:
 
 
 def _coding_rate(z: np.ndarray, eps: float) -> float:
-    """R(Z, eps) = 1/2 log det(I_d + d / (n eps) Z^T Z), from the eigenvalues of the smaller Gram
+    """R(Z, eps) = 1/2 log det(I_d + 1/(n eps) Z^T Z), from the eigenvalues of the smaller Gram
     matrix (Z Z^T when n < d: det(I_d + c Z^T Z) = det(I_n + c Z Z^T))."""
     n, d = z.shape
     gram = z @ z.T if n < d else z.T @ z
     eigenvalues = np.clip(np.linalg.eigvalsh(gram), 0.0, None)
-    return 0.5 * float(np.sum(np.log1p(d / (n * eps) * eigenvalues)))
+    return 0.5 * float(np.sum(np.log1p(eigenvalues / (n * eps))))
 
 
 def transrate(features, labels, eps: float = 1e-4) -> float:
@@ -375,22 +375,27 @@ def transrate(features, labels, eps: float = 1e-4) -> float:
 
     Huang, Huang, Rong, Yang & Wei, "Frustratingly Easy Transferability Estimation", ICML 2022:
 
-        R(Z, eps) = 1/2 log det( I_d + d / (n eps) Z^T Z ),
+        R(Z, eps) = 1/2 log det( I_d + 1 / (n eps) Z^T Z ),
         TransRate = R(Z, eps) - sum_c (n_c / n) R(Z_c, eps),
 
-    where Z_c are the n_c rows of class c (each R uses its own row count).
+    where Z_c are the n_c rows of class c (each R uses its own row count) and ``eps`` plays the
+    paper's epsilon^2 (the official code's argument is "the value of eps^2", default 1e-4). This is
+    the paper's form: Ma et al.'s lossy coding rate has d / (n eps^2), but TransRate drops the d
+    (paper and official code alike), and the conditional rate weights class c by n_c / n (the
+    official layer-selection code, ``np.sum(rzc * nc / n)``; its short demo listing averages the
+    classes uniformly, 1/K, which breaks R(Z) >= R(Z | Y) for unbalanced classes). An earlier
+    version of this function kept the d, which made eps effectively eps / d and so favoured
+    layers by their width: d differs 50-fold between conv1 and fc7.
 
     Preprocessing, stated because the score depends on feature scale: Z is centred (the mean
     image's features subtracted), then scaled by one factor so that the mean squared row norm is 1
-    (|Z|_F^2 = n). With that, eps is a distortion relative to the features' own variance, the
-    score is invariant to a global rescaling of a layer's features (needed to compare layers), and
-    d / (n eps) Z^T Z has trace d / eps. Class rows are taken from this globally centred Z, not
-    re-centred per class. With the n_c / n weights, the concavity of log det gives
-    TransRate >= 0; features that are constant across images have TransRate 0.
-
-    Differences from the public code: the paper's code listing uses 1 / (n eps) (no d) and averages
-    the class rates uniformly (1/K) rather than by n_c / n; one public variant divides Z by its
-    Frobenius norm before centring (then the trace is 1 / (n eps), which depends on n).
+    (|Z|_F^2 = n, i.e. the eigenvalues of Z^T Z / n sum to 1, as the official layer-selection code's
+    ``normalize_eigz``). With that, eps is a distortion relative to the features' own variance and
+    the score is invariant to a global rescaling of a layer's features (needed to compare layers).
+    Class rows are taken from this globally centred Z, not re-centred per class. With the n_c / n
+    weights, the concavity of log det gives TransRate >= 0; features that are constant across
+    images have TransRate 0. Not done: the official layer-selection code's extra division of both
+    rates by rank(Z), which is not in the paper's definition.
     Log-determinants are computed from the eigenvalues of the smaller Gram matrix (n x n when
     d > n), clipped at 0, with log1p.
     """
