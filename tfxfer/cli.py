@@ -387,6 +387,33 @@ def probe(run_dir, quiet, server, model, version, export_path, **options):
 
 
 @cli.command()
+@click.argument("run_dir")
+@click.option("--dataset", help="Target: A or B (a task of the run's split; default: the task it was not trained "
+                                "on), or a dataset: synthetic, cifar10, cifar100, tfds:NAME or folder:PATH.")
+@click.option("--data-path", help="A local copy of --dataset (cifar10/cifar100).")
+@click.option("--layers", help="Comma-separated layers to score (default: conv1..fc7).")
+@click.option("--metric", "metrics", help="Comma-separated: logme, leep, nce, hscore, hscore-lw, transrate "
+                                          "(default: all).")
+@click.option("--max-images", type=int, default=2000, show_default=True,
+              help="Target training images scored, at most (a seeded random subset).")
+@click.option("--view", type=click.Choice(["flatten", "avg"]), default="avg", show_default=True,
+              help="Conv features: the whole map, or its global average.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the image subset.")
+@click.option("--batch-size", type=int, default=256, show_default=True, help="Images through the network at once.")
+@click.option("--out", help="Output directory (default: RUN_DIR/scores/<target>-<view>).")
+@click.option("--quiet", is_flag=True, help="No progress lines.")
+def score(run_dir, quiet, **options):
+    """Transferability scores (LogME, LEEP, NCE, H-score, TransRate) of every layer for a target task.
+
+    Writes score.csv, score.md, score_vs_layer.png and TensorBoard scalars (OUT/tb).
+    """
+    from tfxfer.scores.score import score as run_score
+
+    for path in run_score(run_dir, verbose=not quiet, **options).values():
+        click.echo(f"wrote {path}")
+
+
+@cli.command()
 @click.argument("paths", nargs=-1, required=True, metavar="RUN_DIR RUN_DIR | EXPERIMENT_DIR")
 @click.option("--layers", help="Comma-separated layers (default: conv1..fc8).")
 @click.option("--dataset", help="Images: this dataset's test images (default: the first run's dataset).")
