@@ -27,7 +27,7 @@ def base_a(tmp_path_factory):
 def test_scores_of_every_layer_match_the_metrics_on_the_same_features(tmp_path, base_a):
     out = tmp_path / "out"
     written = score(base_a, out=out, max_images=200, verbose=False)
-    assert {p.name for p in written.values()} == {"score.csv", "score.md", "score_vs_layer.png", "tb"}
+    assert {p.name for p in written.values()} == {"score.csv", "score.md", "score.json", "score_vs_layer.png", "tb"}
     rows = read_scores(out / "score.csv")
     feature_metrics = [m for m in METRICS.values() if m.needs == "features"]
     assert len(rows) == 7 * len(feature_metrics) + 2  # LEEP and NCE: one row each, at fc8

@@ -124,11 +124,13 @@ def experiment(config_name, dry_run, jobs, out, epochs, lease, quiet, splits):
 
 @cli.command()
 @click.argument("results_dir", metavar="RESULTS_DIR")
-def report(results_dir):
+@click.option("--scores", is_flag=True, help="First score task B on each baseA without scores (`tfxfer score`; "
+                                             "needs its weights) for the section \"Do cheap scores predict the grid?\".")
+def report(results_dir, scores):
     """Write results.csv, Figures 2-3, Table 1 and report.md/.html from RESULTS_DIR's result records."""
     from tfxfer.report import write_report
 
-    for path in write_report(results_dir):
+    for path in write_report(results_dir, scores=scores):
         click.echo(f"wrote {path}")
 
 

@@ -12,6 +12,7 @@ TensorBoard scalars under <out>/tb.
 from __future__ import annotations
 
 import csv
+import json
 import time
 from pathlib import Path
 
@@ -34,6 +35,7 @@ CLASSIFIER_LAYER = "fc8"  # where LEEP and NCE read the source network's softmax
 CSV_FIELDS = ("run_id", "target", "view", "metric", "layer", "layer_index", "score", "dim", "images", "classes",
               "seed", "seconds")
 SCORE_FILE = "score.csv"
+INFO_FILE = "score.json"  # what was scored and the wall time, for the report
 
 
 def parse_metrics(metrics) -> list[str]:
@@ -71,6 +73,7 @@ def score(run_dir, dataset: str | None = None, layers=None, metrics=None, max_im
     from tfxfer.probes.targets import resolve_target
     from tfxfer.runs.finished import load_run
 
+    started = time.perf_counter()
     names = parse_metrics(metrics)
     layers = probe_layers(layers)
     check_view(view)
@@ -116,12 +119,15 @@ def score(run_dir, dataset: str | None = None, layers=None, metrics=None, max_im
             if verbose:
                 print(f"{name} {layer}: {value:.6g}")
     info = {"run_id": run.run_id, "target": target.name, "view": view, "images": len(y), "seed": seed,
-            "classes": len(np.unique(y)), "extract_s": extract_s, "wall_s": time.perf_counter() - t0}
+            "classes": len(np.unique(y)), "extract_s": extract_s, "wall_s": time.perf_counter() - t0,
+            # with opening the run and loading the target's images, which wall_s leaves out
+            "total_s": time.perf_counter() - started}
 
     from tfxfer.scores.figures import score_vs_layer
 
-    written = {"csv": out / SCORE_FILE, "table": out / "score.md"}
+    written = {"csv": out / SCORE_FILE, "table": out / "score.md", "info": out / INFO_FILE}
     atomic_write_text(written["csv"], to_csv(rows))
+    atomic_write_text(written["info"], json.dumps(info, indent=1) + "\n")
     atomic_write_text(written["table"], table(rows, info))
     written["figure"] = score_vs_layer(rows, info, _probe_curve(run.run_dir, target.slug), out / "score_vs_layer.png")
     written["tensorboard"] = log_scalars(rows, out / "tb")
