@@ -3,8 +3,8 @@ features, outputs are written, and bad inputs are one line, exit 2, nothing writ
 import numpy as np
 import pytest
 from conftest import tiny_config
+from helpers import assert_user_error
 
-from tfxfer.cli import main
 from tfxfer.experiments.runner import run
 from tfxfer.models import LAYER_NAMES
 from tfxfer.probes.features import ModelSource
@@ -56,11 +56,7 @@ def test_scores_of_every_layer_match_the_metrics_on_the_same_features(tmp_path, 
 ])
 def test_score_cli_errors_are_one_line_and_write_nothing(tmp_path, base_a, capsys, args, message):
     out = tmp_path / "nothing"
-    with pytest.raises(SystemExit) as exit_info:
-        main(["score", str(base_a), "--out", str(out), *args])
-    err = capsys.readouterr().err
-    assert exit_info.value.code == 2 and message in err and len(err.strip().splitlines()) == 1, err
-    assert not out.exists()
+    assert_user_error(capsys, ["score", base_a, "--out", out, *args], message, out)
 
 
 def test_a_target_with_one_class_and_a_missing_run_dir_are_refused(tmp_path, base_a, capsys):
@@ -74,11 +70,7 @@ def test_a_target_with_one_class_and_a_missing_run_dir_are_refused(tmp_path, bas
     for args, message in ([str(base_a), "--dataset", f"folder:{tmp_path / 'one'}"], "a target with one class"), \
                          ([str(tmp_path / "no_run")], "does not exist"):
         out = tmp_path / "nothing"
-        with pytest.raises(SystemExit) as exit_info:
-            main(["score", *args, "--out", str(out)])
-        err = capsys.readouterr().err
-        assert exit_info.value.code == 2 and message in err and len(err.strip().splitlines()) == 1, err
-        assert not out.exists()
+        assert_user_error(capsys, ["score", *args, "--out", out], message, out)
 
 
 def test_a_layer_the_network_lacks_is_refused(tmp_path, base_a, monkeypatch):
