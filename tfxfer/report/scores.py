@@ -190,7 +190,7 @@ def figure(splits: list[dict], path: Path) -> Path | None:
         ax.set(title=title, xlabel="n (layers copied from baseA)", xticks=list(NS))
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("rescaled to [0, 1] over n")
-    axes[-1].legend(fontsize=7)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right upper", fontsize=8)  # clear of every curve
     return save_figure(fig, path)
 
 
