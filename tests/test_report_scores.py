@@ -67,12 +67,20 @@ def test_tau_and_rho_are_scipys_on_the_reported_table_with_t_intervals(tmp_path)
     assert {"scores.md", "scores_vs_n.png"} <= written
     md = (tmp_path / "report.md").read_text()
     assert "## Do cheap scores predict the grid?" in md and "![scores_vs_n](scores_vs_n.png)" in md
-    assert f"| depth | AnB | +1.00 [+1.00, +1.00] |" in md
-    assert f"| logme | AnB | {mean:+.2f} [{lo:+.2f}, {hi:+.2f}] |" in md
+    assert "| avg | depth | AnB | +1.00 [+1.00, +1.00] |" in md
+    assert f"| avg | logme | AnB | {mean:+.2f} [{lo:+.2f}, {hi:+.2f}] |" in md
     assert f"| random 0 | {splits[0]['base']['run_id']} " in md and "leep random 0 = -0.5000" in md
     # Scoring against training: 5 s against the split's 30 runs of 100 s each.
-    assert "| random 0 | 5.0 s (features 2.0 s) | 3000 s | 600× |" in md
+    assert "| random 0 | avg | 5.0 s (features 2.0 s) | 3000 s | 600× |" in md
     assert (tmp_path / "scores.md").read_text().startswith("# Transferability scores against the grid")
+
+    # A second view of split 0: its own entry, after every split's default (pooled) one.
+    pooled = tmp_path / splits[0]["base"]["run_id"] / "scores" / "synthetic_task_B-avg"
+    flat = pooled.with_name("synthetic_task_B-flatten")
+    flat.mkdir()
+    (flat / "score.csv").write_text((pooled / "score.csv").read_text().replace(",avg,", ",flatten,"))
+    views = [(s["view"], s["split_seed"]) for s in splits_with_scores(tmp_path, records)]
+    assert views == [("avg", 0), ("avg", 1), ("avg", 2), ("flatten", 0)]
 
 
 def test_without_scores_the_section_says_how_to_get_them_and_scores_needs_weights(tmp_path):

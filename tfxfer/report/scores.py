@@ -22,16 +22,16 @@ MEASURED = ("AnB", "AnB+")
 NS = tuple(range(1, 8))
 
 
-def _score_dir(results_dir: Path, base_id: str) -> Path | None:
-    """The baseA run's score of task B: pooled features first (the default view), else any view."""
+def _score_dirs(results_dir: Path, base_id: str) -> list[Path]:
+    """The baseA run's scores of task B, one folder per view: pooled features (the default) first."""
     found = sorted((results_dir / base_id / "scores").glob("*task_B-*/score.csv"),
                    key=lambda p: (not p.parent.name.endswith("-avg"), p.parent.name))
-    return found[0].parent if found else None
+    return [p.parent for p in found]
 
 
 def splits_with_scores(results_dir: Path, records: list[dict]) -> list[dict]:
-    """Per split with AnB runs: its baseA record, AnB(n)/AnB+(n) top-1, the scores (None when not
-    computed) and the grid's training time."""
+    """Per split with AnB runs and per view it was scored in (one entry with scores None when it
+    was not scored): its baseA record, AnB(n)/AnB+(n) top-1, the scores, the grid's training time."""
     from tfxfer.scores.score import INFO_FILE, SCORE_FILE, read_scores
 
     out = []
@@ -40,17 +40,21 @@ def splits_with_scores(results_dir: Path, records: list[dict]) -> list[dict]:
         measured = {t: {r["n"]: r["top1"] for r in same if r["treatment"] == t} for t in MEASURED}
         if not measured["AnB"]:
             continue
-        folder = _score_dir(results_dir, base["run_id"])
-        scores = info = None
-        if folder is not None:
-            scores = {}
-            for row in read_scores(folder / SCORE_FILE):
+        entry = {"split": base["split"], "split_seed": base["split_seed"], "base": base, "measured": measured,
+                 "scores": None, "info": None, "view": None, "train_s": sum(r.get("wall_s") or 0.0 for r in same)}
+        folders = _score_dirs(results_dir, base["run_id"])
+        for folder in folders:
+            scores: dict[str, dict[int, float]] = {}
+            rows = read_scores(folder / SCORE_FILE)
+            for row in rows:
                 scores.setdefault(row["metric"], {})[row["layer_index"]] = row["score"]
-            info = json.loads((folder / INFO_FILE).read_text()) if (folder / INFO_FILE).is_file() else None
-        out.append({"split": base["split"], "split_seed": base["split_seed"], "base": base, "measured": measured,
-                    "scores": scores, "info": info, "folder": folder,
-                    "train_s": sum(r.get("wall_s") or 0.0 for r in same)})
-    return sorted(out, key=lambda s: (s["split"] != "random", s["split_seed"] or 0))
+            info = json.loads((folder / INFO_FILE).read_text()) if (folder / INFO_FILE).is_file() else {}
+            out.append({**entry, "scores": scores, "info": info, "view": rows[0]["view"] if rows else None})
+        if not folders:
+            out.append(entry)
+    # The default view (pooled) first, then any other, each split in order.
+    return sorted(out, key=lambda s: (s["view"] not in (None, "avg"), str(s["view"]), s["split"] != "random",
+                                      s["split_seed"] or 0))
 
 
 def rank_correlations(score: dict[int, float], measured: dict[int, float]) -> tuple[float, float, int]:
@@ -94,22 +98,23 @@ def _vs_depth(e: Estimate | None) -> str:
 
 
 def summary(splits: list[dict]) -> list[dict]:
-    """Per metric (depth first) and measured treatment: tau and rho across the random splits and
-    their differences to the depth ranker within each split, as Estimates (95 % t-intervals)."""
-    random = [s for s in splits if s["scores"] is not None and s["split"] == "random"]
-    per = [correlations(s) for s in random]
-    names = [DEPTH] + sorted({m for c in per for m in c} - {DEPTH})
+    """Per view, measured treatment and metric (depth first): tau and rho across the random splits
+    and their differences to the depth ranker within each split, as Estimates (95 % t-intervals)."""
     rows = []
-    for t in MEASURED:
-        for name in names:
-            vals = [(c[name][t], c[DEPTH][t]) for c in per if name in c and t in c[name]]
-            vals = [(v, d) for v, d in vals if not np.isnan(v[0])]
-            if not vals:
-                continue
-            rows.append({"metric": name, "measured": t, "splits": len(vals),
-                         "tau": Estimate.of([v[0] for v, _ in vals]), "rho": Estimate.of([v[1] for v, _ in vals]),
-                         "tau_minus_depth": None if name == DEPTH else Estimate.of([v[0] - d[0] for v, d in vals]),
-                         "rho_minus_depth": None if name == DEPTH else Estimate.of([v[1] - d[1] for v, d in vals])})
+    for view in dict.fromkeys(s["view"] for s in splits if s["scores"] is not None):
+        per = [correlations(s) for s in splits if s["view"] == view and s["split"] == "random"]
+        names = [DEPTH] + sorted({m for c in per for m in c} - {DEPTH})
+        for t in MEASURED:
+            for name in names:
+                vals = [(c[name][t], c[DEPTH][t]) for c in per if name in c and t in c[name]]
+                vals = [(v, d) for v, d in vals if not np.isnan(v[0])]
+                if not vals:
+                    continue
+                rows.append({"view": view, "metric": name, "measured": t, "splits": len(vals),
+                             "tau": Estimate.of([v[0] for v, _ in vals]),
+                             "rho": Estimate.of([v[1] for v, _ in vals]),
+                             "tau_minus_depth": None if name == DEPTH else Estimate.of([v[0] - d[0] for v, d in vals]),
+                             "rho_minus_depth": None if name == DEPTH else Estimate.of([v[1] - d[1] for v, d in vals])})
     return rows
 
 
@@ -142,26 +147,27 @@ def section(splits: list[dict], figure: Path | None) -> list[str]:
     if rows:
         units = max(r["splits"] for r in rows)
         lines += ["", f"Across the random splits ({units}): mean and 95 % t-interval.", "",
-                  "| metric | measured | τ | ρ | τ − τ(depth) | ρ − ρ(depth) | vs depth (τ) |",
-                  "|---|---|---|---|---|---|---|"]
+                  "| view | metric | measured | τ | ρ | τ − τ(depth) | ρ − ρ(depth) | vs depth (τ) |",
+                  "|---|---|---|---|---|---|---|---|"]
         for r in rows:
             verdict = "—" if r["metric"] == DEPTH else _vs_depth(r["tau_minus_depth"])
-            lines.append(f"| {r['metric']} | {r['measured']} | {_ci(r['tau'])} | {_ci(r['rho'])} | "
+            lines.append(f"| {r['view']} | {r['metric']} | {r['measured']} | {_ci(r['tau'])} | {_ci(r['rho'])} | "
                          f"{_ci(r['tau_minus_depth'])} | {_ci(r['rho_minus_depth'])} | {verdict} |")
-    per_network = [(s, m) for s in scored for m in ("leep", "nce") if m in s["scores"]]
+    first = [s for s in scored if s["view"] == scored[0]["view"]]  # LEEP/NCE do not depend on the view
+    per_network = [(s, m) for s in first for m in ("leep", "nce") if m in s["scores"]]
     if per_network:
         lines += ["", "Per-network scores (fc8 softmax): " + "; ".join(
             f"{m} {s['split']} {s['split_seed'] if s['split_seed'] is not None else ''}".rstrip()
             + f" = {next(iter(s['scores'][m].values())):.4f}" for s, m in per_network) + "."]
-    lines += ["", "| split | scoring wall time | the split's grid: training wall time (sum of wall_s) | ratio |",
-              "|---|---|---|---|"]
+    lines += ["", "| split | view | scoring wall time | the split's grid: training wall time (sum of wall_s) | ratio |",
+              "|---|---|---|---|---|"]
     for s in scored:
         info = s["info"] or {}
         took = info.get("total_s", info.get("wall_s"))
         name = s["split"] + (f" {s['split_seed']}" if s["split_seed"] is not None else "")
         cost = "—" if took is None else f"{took:.1f} s (features {info.get('extract_s', float('nan')):.1f} s)"
         ratio = "—" if not took else f"{s['train_s'] / took:.0f}×"
-        lines.append(f"| {name} | {cost} | {s['train_s']:.0f} s | {ratio} |")
+        lines.append(f"| {name} | {s['view']} | {cost} | {s['train_s']:.0f} s | {ratio} |")
     if figure is not None:
         lines += ["", f"![{figure.stem}]({figure.name})"]
     return lines
@@ -174,6 +180,7 @@ def figure(splits: list[dict], path: Path) -> Path | None:
     from tfxfer.visualize.figures import new_figure, save_figure
 
     scored = [s for s in splits if s["scores"] is not None]
+    scored = [s for s in scored if s["view"] == scored[0]["view"]] if scored else []  # the default view's
     if not scored:
         return None
     fig = new_figure(4.6 * len(scored), 4.0)
@@ -186,7 +193,8 @@ def figure(splits: list[dict], path: Path) -> Path | None:
         for (metric, curve), colour in zip(sorted(curves.items()), matplotlib_colours(len(curves))):
             xs = [n for n in NS if n in curve]
             ax.plot(xs, rescale([curve[n] for n in xs]), marker="o", color=colour, linewidth=1, label=metric)
-        title = s["split"] + (f" split {s['split_seed']}" if s["split_seed"] is not None else " split")
+        title = s["split"] + (f" split {s['split_seed']}" if s["split_seed"] is not None else " split") + \
+            f" ({s['view']})"
         ax.set(title=title, xlabel="n (layers copied from baseA)", xticks=list(NS))
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("rescaled to [0, 1] over n")
