@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from tfxfer import progress
 from tfxfer.atomic import atomic_write_text
 from tfxfer.errors import UserError
 from tfxfer.models import LAYER_NAMES
@@ -100,7 +101,11 @@ def score(run_dir, dataset: str | None = None, layers=None, metrics=None, max_im
     t0 = time.perf_counter()
     needs_probs = any(METRICS[n].needs == SOURCE_PROBS for n in names)
     wanted = layers + ([CLASSIFIER_LAYER] if needs_probs and CLASSIFIER_LAYER not in layers else [])
-    feats = ModelSource(run, view).features(x, wanted, batch_size)
+    source = ModelSource(run, view)
+    feats = {}
+    # Layer by layer for the bar: each is built from the cached layer below it, so nothing is redone.
+    for layer in progress.track(wanted, len(wanted), f"{run.run_id} features of {len(x)} images", enabled=verbose):
+        feats.update(source.features(x, [layer], batch_size))
     extract_s = time.perf_counter() - t0
     if verbose:
         print(f"features of {len(x)} images of {target.name}, layers {','.join(wanted)} ({view}): {extract_s:.1f} s")
