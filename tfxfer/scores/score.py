@@ -23,7 +23,7 @@ from tfxfer import progress
 from tfxfer.atomic import atomic_write_text
 from tfxfer.errors import UserError
 from tfxfer.models import LAYER_NAMES
-from tfxfer.scores.metrics import FEATURES, METRICS, SOURCE_PROBS, get_metric
+from tfxfer.scores.metrics import FEATURES, METRICS, SOURCE_PROBS, feature_scores, get_metric
 
 # 2000 images of a 5-class task: 400 per class, several times the 32-256 dimensions of the pooled
 # conv and fc features, so the per-class fits are over-determined; and all 7 layers score within
@@ -114,8 +114,20 @@ def score(run_dir, dataset: str | None = None, layers=None, metrics=None, max_im
     # loaded CPU OpenBLAS's threads spin-wait on each other: LogME of 2000 x 256 features took 2.9 s
     # with its default threads against 0.4 s with one, on this project's 2-core machine under load.
     with threadpool_limits(1, user_api="blas"):
-        rows = [row for name in names for row in _metric_rows(METRICS[name], feats, y, layers, run, target, view,
-                                                              seed, verbose)]
+        found = {layer: feature_scores(feats[layer], y, [n for n in names if METRICS[n].needs == FEATURES])
+                 for layer in layers}
+        found[CLASSIFIER_LAYER] = {n: _timed(METRICS[n], softmax(feats[CLASSIFIER_LAYER]), y)
+                                   for n in names if METRICS[n].needs == SOURCE_PROBS}
+    rows = []
+    for name in names:  # metric by metric, layer by layer: the table's and the csv's order
+        for layer in (layers if METRICS[name].needs == FEATURES else [CLASSIFIER_LAYER]):
+            value, seconds = found[layer][name]
+            rows.append({"run_id": run.run_id, "target": target.name, "view": view, "metric": name, "layer": layer,
+                         "layer_index": LAYER_NAMES.index(layer) + 1, "score": value,
+                         "dim": feats[layer].shape[1], "images": len(y), "classes": len(np.unique(y)),
+                         "seed": seed, "seconds": round(seconds, 4)})
+            if verbose:
+                print(f"{name} {layer}: {value:.6g}")
     info = {"run_id": run.run_id, "target": target.name, "view": view, "images": len(y), "seed": seed,
             "classes": len(np.unique(y)), "extract_s": extract_s, "wall_s": time.perf_counter() - t0,
             # with opening the run and loading the target's images, which wall_s leaves out
@@ -132,21 +144,10 @@ def score(run_dir, dataset: str | None = None, layers=None, metrics=None, max_im
     return written
 
 
-def _metric_rows(metric, feats, y, layers, run, target, view: str, seed: int, verbose: bool) -> list[dict]:
-    """One row per layer the metric scores: each feature layer, or fc8's softmax for LEEP/NCE."""
-    rows = []
-    for layer in (layers if metric.needs == FEATURES else [CLASSIFIER_LAYER]):
-        t = time.perf_counter()
-        data = feats[layer] if metric.needs == FEATURES else softmax(feats[layer])
-        value = metric(data, y)
-        rows.append({"run_id": run.run_id, "target": target.name, "view": view, "metric": metric.name,
-                     "layer": layer, "layer_index": LAYER_NAMES.index(layer) + 1, "score": value,
-                     "dim": data.shape[1], "images": len(y), "classes": len(np.unique(y)), "seed": seed,
-                     "seconds": round(time.perf_counter() - t, 4)})
-        if verbose:
-            print(f"{metric.name} {layer}: {value:.6g}")
-    return rows
 
+def _timed(metric, x, y) -> tuple[float, float]:
+    t = time.perf_counter()
+    return float(metric(x, y)), time.perf_counter() - t
 
 def to_csv(rows: list[dict]) -> str:
     from tfxfer.probes.probe import to_csv as probe_csv
