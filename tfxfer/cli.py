@@ -201,6 +201,16 @@ def _echo_written(written):
 
 
 _RUN_DIR = click.argument("run_dir", type=click.Path())
+
+
+def _TARGET(fn):  # noqa: N802 (a decorator, named as the other shared options)
+    """--dataset and --data-path: the target of `probe` and `score`."""
+    fn = click.option("--data-path", help="A local copy of --dataset (cifar10/cifar100).")(fn)
+    return click.option("--dataset", help="Target: A or B (a task of the run's split; default: the task it was not "
+                                          "trained on), or a dataset: synthetic, cifar10, cifar100, tfds:NAME or "
+                                          "folder:PATH.")(fn)
+
+
 _IMAGES = click.argument("images", nargs=-1, required=True, type=click.Path())
 _LABEL = click.option("--label", help="True class of every image (default: the image's folder name, "
                                       "if it is a class; else the top class).")
@@ -352,9 +362,7 @@ def features(images, dataset, data_path, data_dir, part, per_class, server, mode
 
 @cli.command()
 @click.argument("run_dir")
-@click.option("--dataset", help="Target: A or B (a task of the run's split; default: the task it was not trained "
-                                "on), or a dataset: synthetic, cifar10, cifar100, tfds:NAME or folder:PATH.")
-@click.option("--data-path", help="A local copy of --dataset (cifar10/cifar100).")
+@_TARGET
 @click.option("--data-dir", help="TFDS data_dir, for tfds:NAME datasets.")
 @click.option("--layers", help="Comma-separated layers to probe (default: conv1..fc7).")
 @click.option("--classifier", "classifiers", default="softmax,svm", show_default=True,
@@ -390,9 +398,7 @@ def probe(run_dir, quiet, server, model, version, export_path, **options):
 
 @cli.command()
 @click.argument("run_dir")
-@click.option("--dataset", help="Target: A or B (a task of the run's split; default: the task it was not trained "
-                                "on), or a dataset: synthetic, cifar10, cifar100, tfds:NAME or folder:PATH.")
-@click.option("--data-path", help="A local copy of --dataset (cifar10/cifar100).")
+@_TARGET
 @click.option("--layers", help="Comma-separated layers to score (default: conv1..fc7).")
 @click.option("--metric", "metrics", help="Comma-separated: logme, leep, nce, hscore, hscore-lw, transrate "
                                           "(default: all).")
