@@ -125,7 +125,7 @@ def main():
                  dataset={"train_per_class": 50, "test_per_class": 10, "val_fraction": 0.1})
     bench.say("training a small run to export ...")
     record = run(RunSpec("baseB", None, cfg), verbose=False)
-    path = export_run(tmp / "runs" / record["run_id"], "conv5,fc6,fc7", tmp / "exports", name="feat")
+    path = export_run(tmp / "runs" / record["run_id"], ["conv5", "fc6", "fc7"], tmp / "exports", name="feat")
     rest_port, grpc_port = free_ports(2)
     server = Server(tmp / "exports", rest_port, grpc_port, tmp / "serve.log")
     server.wait_ready("feat")

@@ -1,5 +1,7 @@
 """The command line: help, bad input as one clear line with exit code 2, image folders end to end."""
 import gzip
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -56,11 +58,13 @@ def bad_inputs(tmp_path):
     bad_key = tmp_path / "bad.yaml"
     bad_key.write_text("recipe:\n  learning_rate: 0.1\n")
     return {
-        "treatment": (["--treatment", "CnB", "--n", "3"], "treatment 'CnB' is unknown; allowed: baseA, baseB"),
-        "n": (["--treatment", "BnB", "--n", "9"], "n=9 is out of range for BnB; allowed: 1..7"),
+        "treatment": (["--treatment", "CnB", "--n", "3"],
+                      "Invalid value for '--treatment': 'CnB' is not one of 'baseA', 'baseB', "),
+        "n": (["--treatment", "BnB", "--n", "9"], "Invalid value for '--n': 9 is not in the range 1<=x<=7"),
         "no n": (["--treatment", "AnB"], "n=None is out of range for AnB; allowed: 1..7"),
         "dataset": (["--dataset", "imagenet"], "dataset 'imagenet' is unknown; allowed: synthetic, cifar10"),
-        "arch": (["--arch", "resnet50"], "arch 'resnet50' is unknown; allowed: caffenet, cifar8, cifar8-bn, zfnet"),
+        "arch": (["--arch", "resnet50"], "Invalid value for '--arch': 'resnet50' is not one of 'caffenet', 'cifar8', "
+                                        "'cifar8-bn', 'zfnet'"),
         "config key": (["--config", bad_key], "config key recipe.learning_rate does not exist; allowed keys"),
         "config value": (["--precision", "fp8"], "config key recipe.precision: 'fp8' is not allowed"),
         "config file": (["--config", tmp_path / "nope.yaml"], "config '"),
@@ -91,7 +95,9 @@ def test_bad_input_from_a_shell_is_one_line_before_tensorflow_loads(tmp_path):
     bad_key = tmp_path / "bad.yaml"
     bad_key.write_text("recipe:\n  learning_rate: 0.1\n")
     for args, expected in [
+        (["train", "--treatment", "BnB", "--n", "8"], "Invalid value for '--n': 8 is not in the range 0<=x<=7"),
         (["train", "--treatment", "BnB", "--n", "0"], "n=0 is out of range for BnB; allowed: 1..7"),
+        (["train", "--treatment", "AnB"], "n=None is out of range for AnB; allowed: 1..7"),
         (["experiment", bad_key], "recipe.learning_rate"),
     ]:
         res = run_tfxfer(*args, "--out", tmp_path / "runs")
@@ -114,3 +120,28 @@ def test_grayscale_folder_of_other_size_trains(tmp_path):
     record = only_result(tmp_path / "runs")
     assert record["classes"] == ["mid", "light"] and record["split"] == "explicit"
     assert record["top1"] >= 0.9  # brightness separates the two classes
+
+
+@pytest.mark.parametrize("args, message", [
+    (["probe", "RUN", "--per-class", "5,,30"], "Invalid value for '--per-class': '5,,30' is not a comma-separated "
+                                               "list of K"),
+    (["probe", "RUN", "--per-class", "5,0"], "Invalid value for '--per-class': 0 is not in the range x>=1"),
+    (["export", "RUN", "--layers", "conv5,fc9", "--out", "x"], "Invalid value for '--layers': 'fc9' is not one of "
+                                                               "'conv1', 'conv2', 'conv3', 'conv4', 'conv5', 'fc6'"),
+    (["experiment", "quickstart", "--jobs", "0"], "Invalid value for '--jobs': 0 is not in the range x>=1"),
+    (["tune", "quickstart", "--treatment", "XnY"], "Invalid value for '--treatment': 'XnY' is not one of 'baseA'"),
+])
+def test_a_value_its_type_refuses_is_one_line_exit_2(args, message, capsys, tmp_path):
+    code, out, err = cli(capsys, *args)
+    assert code == 2 and out == "" and err.startswith(f"tfxfer: error: {message}") and err.count("\n") == 1, err
+
+
+def test_help_reads_no_registry_that_loads_tensorflow():
+    # Choices from registries in modules that import TensorFlow (probes, export) are read when a value
+    # is checked, not to print --help.
+    code = ("import sys\nfrom click.testing import CliRunner\nfrom tfxfer.cli import cli\n"
+            "for c in (['probe'], ['similarity'], ['export'], ['visualize', 'deconv'], ['train']):\n"
+            "    assert CliRunner().invoke(cli, [*c, '--help']).exit_code == 0, c\n"
+            "print('tensorflow' in sys.modules)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and res.stdout.split() == ["False"], res.stderr

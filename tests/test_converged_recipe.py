@@ -180,7 +180,7 @@ def test_a_control_for_a_treatment_that_has_none_is_one_line_and_writes_nothing(
     proc = run_tfxfer("train", "--config", write_config(tmp_path / "ok.yaml", out), "--arch", "cifar8-bm", "--out", out,
                       timeout=120)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith(
-        "tfxfer: error: arch 'cifar8-bm' is unknown; allowed: caffenet, cifar8, cifar8-bn")
+        "tfxfer: error: Invalid value for '--arch': 'cifar8-bm' is not one of 'caffenet', 'cifar8', 'cifar8-bn'")
     assert not out.exists()
 
 

@@ -164,8 +164,8 @@ def test_bad_correspondence_inputs_are_one_line_exit_2(case, trained, tmp_path, 
     data = yaml.safe_load(parts.read_text())
     layers = "conv5"
     expected = {"no_parts_file": "does not exist", "box_outside": "is outside the image or empty; allowed: "
-                "0 <= x0 < x1 <= 32, 0 <= y0 < y1 <= 32", "unknown_layer": "layer 'conv9' is not a layer of this "
-                "network; allowed: conv1, conv2, conv3, conv4, conv5, fc6, fc7, fc8",
+                "0 <= x0 < x1 <= 32, 0 <= y0 < y1 <= 32", "unknown_layer": "Invalid value for '--layers': 'conv9' is not one "
+                "of 'conv1', 'conv2', 'conv3', 'conv4', 'conv5', 'fc6', 'fc7', 'fc8'",
                 "missing_image": "image '999.png' listed in", "uneven_parts": "must name the same parts"}[case]
     if case == "box_outside":
         data["001.png"]["square"] = [20, 20, 40, 30]

@@ -36,7 +36,7 @@ def exported(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("export")
     finished = trained_run(tmp)
     config = tmp / "serving" / "models.config"
-    path = export_run(finished.run_dir, ",".join(LAYERS), tmp / "exports", name="feat", serving_config=config)
+    path = export_run(finished.run_dir, list(LAYERS), tmp / "exports", name="feat", serving_config=config)
     return finished, path, config
 
 
@@ -102,11 +102,11 @@ def test_versions_count_up_never_overwrite_and_config_lists_models(exported, tmp
     finished, path, config = exported
     base = path.parent.parent
     assert path.name == "1" and versions(base / "feat") == [1]
-    second = export_run(finished.run_dir, "fc7", base, name="feat", serving_config=config)
+    second = export_run(finished.run_dir, ["fc7"], base, name="feat", serving_config=config)
     assert second.name == "2" and versions(base / "feat") == [1, 2]
     with pytest.raises(UserError, match="version 1 of model 'feat' already exists"):
-        export_run(finished.run_dir, "fc7", base, name="feat", version=1)
-    export_run(finished.run_dir, "fc6", base, name="other", version=7, serving_config=config)
+        export_run(finished.run_dir, ["fc7"], base, name="feat", version=1)
+    export_run(finished.run_dir, ["fc6"], base, name="other", version=7, serving_config=config)
     parsed = text_format.Parse(config.read_text(), model_server_config_pb2.ModelServerConfig())
     entries = {m.name: m for m in parsed.model_config_list.config}
     assert set(entries) == {"feat", "other"}
@@ -167,7 +167,7 @@ def test_cli_export_flatten_and_errors(exported, tmp_path, capsys):
     assert max_diff(got, want) <= TOL
     # Errors a user can make: one line, exit 2, nothing written.
     for args, message in (
-        (["--layers", "fc9"], "layers 'fc9' invalid"),
+        (["--layers", "fc9"], "Invalid value for '--layers': 'fc9' is not one of 'conv1', "),
         (["--layers", "fc7", "--name", name, "--version", "1"], "already exists"),
         (["--layers", "fc7", "--name", "a/b"], "model name 'a/b' invalid"),
     ):

@@ -23,7 +23,7 @@ LAYERS = [
     ["tfxfer.experiments"],
     ["tfxfer.report", "tfxfer.export", "tfxfer.serving", "tfxfer.probes", "tfxfer.visualize", "tfxfer.diagnose",
      "tfxfer.tuning", "tfxfer.scores"],
-    ["tfxfer.cli", "tfxfer.__main__"],
+    ["tfxfer.cli", "tfxfer.cli_options", "tfxfer.__main__"],
 ]
 
 

@@ -84,7 +84,7 @@ def test_pooled_target_tests_on_the_images_not_drawn(tmp_path, runs):
     assert not set(fold.train) & set(fold.test) and len(fold.test) == 3 * 2  # the rest as test
     from tfxfer.errors import UserError
 
-    with pytest.raises(UserError, match="--per-class 6 is too many"):
+    with pytest.raises(UserError, match="per_class 6 is too many"):
         draw_fold(target, 6, seed=0)
 
 
@@ -126,13 +126,13 @@ def test_export_features_equal_in_process_and_cached_ones(tmp_path, runs):
     assert direct["conv2"].shape == (40, 16)  # avg: the channels of cifar8 x 0.25's conv2
 
     # The probe itself on the exported features; an export cut another way is refused.
-    written = probe(runs["A"], layers="fc7", classifiers="softmax", per_class="2", folds=1, view="avg",
+    written = probe(runs["A"], layers=["fc7"], classifiers=["softmax"], per_class=[2], folds=1, view="avg",
                     export=str(path), out=tmp_path / "served", verbose=False)
     assert [r["layer"] for r in read_csv(written["csv"])] == ["fc7"]
     from tfxfer.errors import UserError
 
     with pytest.raises(UserError, match="reduces conv layers by 'avg', not by the view 'flatten'"):
-        probe(runs["A"], layers="fc7", per_class="2", folds=1, export=str(path), out=tmp_path / "no")
+        probe(runs["A"], layers=["fc7"], per_class=[2], folds=1, export=str(path), out=tmp_path / "no")
     assert not (tmp_path / "no").exists()
 
 
@@ -141,7 +141,7 @@ def test_export_features_equal_in_process_and_cached_ones(tmp_path, runs):
 
 def test_probe_higher_layers_well_above_chance_with_outputs_and_reproducible_folds(tmp_path, runs):
     out = tmp_path / "probe"
-    written = probe(runs["A"], layers="conv1,conv4", classifiers="softmax,svm", per_class="2,5", folds=2,
+    written = probe(runs["A"], layers=["conv1", "conv4"], classifiers=["softmax", "svm"], per_class=[2, 5], folds=2,
                     out=out, verbose=False)
     rows = read_csv(written["csv"])
     assert len(rows) == 2 * 2 * 2 * 2  # layers x classifiers x k x folds
@@ -165,7 +165,7 @@ def test_probe_higher_layers_well_above_chance_with_outputs_and_reproducible_fol
     assert {"probe/softmax/conv4", "probe/svm/conv1", "probe_by_layer/svm/k5"} <= tags
 
     # Fold 1 alone, from its seed (1), gives the same numbers.
-    again = read_csv(probe(runs["A"], layers="conv4", classifiers="svm", per_class="5", folds=1, seed=1,
+    again = read_csv(probe(runs["A"], layers=["conv4"], classifiers=["svm"], per_class=[5], folds=1, seed=1,
                            out=tmp_path / "again", verbose=False)["csv"])
     assert float(again[0]["accuracy"]) == acc[("svm", "conv4", "5", "1")]
 
@@ -180,7 +180,7 @@ def scalar_tags(logdir) -> set[str]:
 
 def test_scratch_row_trains_through_the_core_loop_once(tmp_path, runs):
     out = tmp_path / "scratch_probe"
-    written = probe(runs["A"], layers="fc6", classifiers="svm", per_class="2", folds=1, scratch=True,
+    written = probe(runs["A"], layers=["fc6"], classifiers=["svm"], per_class=[2], folds=1, scratch=True,
                     scratch_steps=6, out=out, verbose=False)
     rows = read_csv(written["csv"])
     scratch = [r for r in rows if r["classifier"] == "scratch"]
@@ -192,16 +192,16 @@ def test_scratch_row_trains_through_the_core_loop_once(tmp_path, runs):
     assert trained.config.dataset.train_per_class == 2 and trained.config.seed == 0
     assert trained.config.dataset.val_fraction == 0.0 and trained.record["epochs"] == 6  # 24 images, 1 step each
     stamp = (run_dir / "result.json").stat().st_mtime_ns
-    probe(runs["A"], layers="fc6", classifiers="svm", per_class="2", folds=1, scratch=True, scratch_steps=6,
+    probe(runs["A"], layers=["fc6"], classifiers=["svm"], per_class=[2], folds=1, scratch=True, scratch_steps=6,
           out=out, verbose=False)
     assert (run_dir / "result.json").stat().st_mtime_ns == stamp  # reused, not retrained
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--per-class", "61"], "--per-class 61 is too many for synthetic task B"),
-    (["--layers", "conv9"], "layers 'conv9' invalid"),
-    (["--classifier", "knn"], "classifier 'knn' unknown"),
-    (["--folds", "0"], "--folds 0 invalid"),
+    (["--per-class", "61"], "per_class 61 is too many for synthetic task B"),
+    (["--layers", "conv9"], "Invalid value for '--layers': 'conv9' is not one of 'conv1', "),
+    (["--classifier", "knn"], "Invalid value for '--classifier': 'knn' is not one of 'softmax', 'svm'"),
+    (["--folds", "0"], "Invalid value for '--folds': 0 is not in the range x>=1"),
     (["--dataset", "C"], "dataset 'C' is unknown"),
 ])
 def test_probe_cli_errors_are_one_line_and_write_nothing(tmp_path, runs, capsys, args, message):
@@ -267,7 +267,7 @@ def test_minibatch_cka_matches_full_batch_on_network_features(runs):
 
 
 def test_similarity_of_two_runs_and_of_an_experiment_directory(tmp_path, runs):
-    written = similarity([runs["A"], runs["B"]], layers="conv1,conv5,fc8", max_images=194, batch_size=64,
+    written = similarity([runs["A"], runs["B"]], layers=["conv1", "conv5", "fc8"], max_images=194, batch_size=64,
                          out=tmp_path / "pair", verbose=False)
     rows = read_csv(written["csv"])
     assert len(rows) == 9 and {r["images"] for r in rows} == {"192"}  # 3 minibatches of 64; 2 left out
@@ -275,14 +275,14 @@ def test_similarity_of_two_runs_and_of_an_experiment_directory(tmp_path, runs):
     assert written["diagonal"].read_bytes()[:4] == b"\x89PNG"
     grid = runs["A"].parent
     assert grid_pairs(grid) == [(runs["A"], runs["B"])]
-    written = similarity([grid], layers="conv1,fc7", max_images=100, batch_size=50, verbose=False)
+    written = similarity([grid], layers=["conv1", "fc7"], max_images=100, batch_size=50, verbose=False)
     assert written["md"] == grid / "similarity" / "similarity.md"
     md = written["md"].read_text()
     assert f"| {runs['A'].name} vs {runs['B'].name} |" in md
 
 
 def test_similarity_cli_errors(tmp_path, runs, capsys):
-    for args, message in ((["--max-images", "2"], "--max-images 2 invalid"),
+    for args, message in ((["--max-images", "2"], "max_images 2 invalid; allowed: a whole number >= 4"),
                           (["--kernel", "cosine"], "Invalid value for '--kernel'")):
         with pytest.raises(SystemExit) as exit_info:
             main(["similarity", str(runs["A"]), str(runs["B"]), "--out", str(tmp_path / "x"), *args])

@@ -89,5 +89,5 @@ def test_without_scores_the_section_says_how_to_get_them_and_scores_needs_weight
     assert "scores_vs_n.png" not in names and "scores.md" not in names
     assert "No baseA run of this grid has scores of task B yet" in (tmp_path / "report.md").read_text()
     base = next(r["run_id"] for r in records if r["treatment"] == "baseA")
-    with pytest.raises(UserError, match=f"--scores needs the weights of {base}"):
+    with pytest.raises(UserError, match=f"scoring the grid needs the weights of {base}"):
         write_report(tmp_path, scores=True)

@@ -49,10 +49,10 @@ def test_scores_of_every_layer_match_the_metrics_on_the_same_features(tmp_path, 
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--metric", "fid"], "metric 'fid' unknown; allowed: logme, leep"),
-    (["--layers", "conv9"], "layers 'conv9' invalid"),
+    (["--metric", "fid"], "Invalid value for '--metric': 'fid' is not one of 'logme', 'leep'"),
+    (["--layers", "conv9"], "Invalid value for '--layers': 'conv9' is not one of 'conv1', "),
     (["--dataset", "C"], "dataset 'C' is unknown"),
-    (["--max-images", "1"], "--max-images 1 invalid"),
+    (["--max-images", "1"], "Invalid value for '--max-images': 1 is not in the range x>=2"),
 ])
 def test_score_cli_errors_are_one_line_and_write_nothing(tmp_path, base_a, capsys, args, message):
     out = tmp_path / "nothing"
@@ -84,8 +84,10 @@ def test_a_layer_the_network_lacks_is_refused(tmp_path, base_a, monkeypatch):
         loaded.model.get_layer("conv4").name = "conv4_removed"
         return loaded
 
+    with pytest.raises(UserError, match="metric 'fid' unknown; allowed: logme, leep"):  # the library's own check
+        score(base_a, metrics=["fid"], out=tmp_path / "nothing", verbose=False)
     monkeypatch.setattr(finished, "load_run", without_conv4)
     with pytest.raises(UserError, match=r"layers 'conv4' are not in baseA-\w+'s network"):
-        score(base_a, layers="conv3,conv4", out=tmp_path / "nothing", verbose=False)
+        score(base_a, layers=["conv3", "conv4"], out=tmp_path / "nothing", verbose=False)
     assert not (tmp_path / "nothing").exists()
     assert LAYER_NAMES[3] == "conv4"

@@ -46,7 +46,7 @@ def served(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("serving")
     finished = trained_run(tmp)
     base = tmp / "exports"
-    export_run(finished.run_dir, ",".join(LAYERS), base, name=MODEL)
+    export_run(finished.run_dir, list(LAYERS), base, name=MODEL)
     rest_port, grpc_port = free_ports(2)
     server = Server(base, rest_port, grpc_port, tmp / "serve.log", "--max-body-mb", "1", "--poll-s", "0.2",
                     "--batch-timeout-ms", "5")
@@ -238,7 +238,7 @@ def test_new_version_is_picked_up_under_concurrent_requests(served):
         t.start()
     try:
         time.sleep(1.0)
-        new = export_run(finished.run_dir, ",".join(LAYERS), base, name=MODEL)
+        new = export_run(finished.run_dir, list(LAYERS), base, name=MODEL)
         deadline = time.monotonic() + 60
         while int(new.name) not in versions_seen and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -291,7 +291,7 @@ def test_serve_refuses_a_missing_base_and_a_port_in_use(served, tmp_path, capsys
         ([str(tmp_path / "nope"), "--port", str(free)], "does not exist"),
         ([str(base), "--port", str(rest_port), "--grpc-port", str(free)], f"{rest_port} (REST)"),
         ([str(base), "--port", str(free), "--grpc-port", str(grpc_port)], f"{grpc_port} (gRPC)"),
-        ([str(base), "--max-batch-size", "0"], "--max-batch-size 0 invalid"),
+        ([str(base), "--max-batch-size", "0"], "Invalid value for '--max-batch-size': 0 is not in the range x>=1"),
     ):
         with pytest.raises(SystemExit) as exit_info:
             main(["serve", *args])

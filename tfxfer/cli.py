@@ -5,7 +5,25 @@ import sys
 
 import click
 
-from tfxfer.errors import UserError
+from tfxfer.cli_options import (
+    IMAGES,
+    LABEL,
+    LAYERS,
+    POSITIVE,
+    QUIET,
+    RUN_DIR,
+    SERVER,
+    TARGET,
+    TREATMENT_N,
+    VIEW,
+    CommaList,
+    Names,
+    batch_size_option,
+    data_options,
+    options,
+    seed_option,
+)
+from tfxfer.errors import RunFailed, UserError
 
 # Flag → config key; flags left unset keep the config's value.
 TRAIN_OVERRIDES = {
@@ -37,18 +55,16 @@ def cli(verbose):
 @cli.command()
 @click.option("--config", "config_name", default="quickstart", show_default=True,
               help="A YAML file, or the name of one in configs/ (see `tfxfer list configs`).")
-@click.option("--treatment", default="baseB", show_default=True,
-              help="baseA, baseB, AnB, AnB+, BnB, BnB+, BnA, BnA+, AnA, AnA+ or random.")
-@click.option("--n", type=int, default=None, help="Layers copied from the base net, 1..7 (not for baseA/baseB).")
-@click.option("--dataset", help="synthetic, cifar10, cifar100, tfds:NAME or folder:PATH.")
-@click.option("--data-path", help="A local copy of the dataset (class folders or the python-format archive).")
-@click.option("--data-dir", help="TFDS data_dir, for tfds:NAME datasets.")
+@TREATMENT_N
+@data_options("synthetic, cifar10, cifar100, tfds:NAME or folder:PATH.",
+              "A local copy of the dataset (class folders or the python-format archive).")
 @click.option("--split", help="How classes are split into A and B: random, dissimilar or explicit.")
 @click.option("--split-seed", type=int, help="Seed of a random split.")
-@click.option("--arch", help="Architecture (see `tfxfer list archs`).")
+@click.option("--arch", type=Names("tfxfer.models:list_archs", metavar="ARCH"),
+              help="Architecture (see `tfxfer list archs`).")
 @click.option("--width", type=float, help="Multiplies every layer's width.")
-@click.option("--variant", help="A Table 3 ablation of the arch, trained from scratch (baseA/baseB only; "
-                                "see `tfxfer list variants`).")
+@click.option("--variant", type=Names("tfxfer.models:VARIANTS", metavar="VARIANT"),
+              help="A Table 3 ablation of the arch, trained from scratch (baseA/baseB only; see `tfxfer list variants`).")
 @click.option("--epochs", type=int)
 @click.option("--batch-size", type=int, help="Global batch size, over all replicas.")
 @click.option("--lr", type=float, help="Initial learning rate.")
@@ -56,7 +72,7 @@ def cli(verbose):
 @click.option("--strategy", help="auto, default, mirrored or multiworker (reads TF_CONFIG).")
 @click.option("--seed", type=int, help="Seed for initialization, data order and augmentation.")
 @click.option("--out", help="Directory that holds the run directories.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@QUIET
 def train(config_name, treatment, n, quiet, **flags):
     """Train one network; base nets it copies from are trained first, or reused if finished.
 
@@ -75,14 +91,14 @@ def train(config_name, treatment, n, quiet, **flags):
 @cli.command()
 @click.argument("config_name", metavar="CONFIG")
 @click.option("--dry-run", is_flag=True, help="Print the plan and stop.")
-@click.option("--jobs", type=int, default=1, show_default=True,
+@click.option("--jobs", type=POSITIVE, default=1, show_default=True,
               help="Runs at once, each in its own process (and on its own GPU(s) when there are GPUs).")
 @click.option("--out", help="Output directory shared by every run of the grid (default: the config's out).")
 @click.option("--epochs", type=int, help="Override recipe.epochs for every run.")
 @click.option("--lease", type=float, default=120.0, show_default=True,
               help="Seconds a claim on a run lasts unless its holder renews it.")
-@click.option("--quiet", is_flag=True, help="No per-epoch progress bars.")
-@click.option("--split", "splits", type=int, multiple=True,
+@QUIET
+@click.option("--split", "splits", type=click.IntRange(min=0), multiple=True,
               help="Only this entry of experiment.splits (0-based; repeatable), e.g. one split's grid per session.")
 def experiment(config_name, dry_run, jobs, out, epochs, lease, quiet, splits):
     """Run a whole transfer grid: every split x treatment x n of CONFIG's experiment section.
@@ -91,35 +107,10 @@ def experiment(config_name, dry_run, jobs, out, epochs, lease, quiet, splits):
     interrupted ones resume, so rerunning the same command after a crash finishes the grid.
     Several processes or hosts may run the same command on one shared output directory.
     """
-    from pathlib import Path
+    from tfxfer.experiments.experiment import run_experiment
 
-    from tfxfer.config import load_config
-    from tfxfer.experiments.planner import plan_experiment
-
-    flags = {"out": out, "recipe.epochs": epochs}
-    config = load_config(config_name, {k: v for k, v in flags.items() if v is not None})
-    if jobs < 1:
-        raise UserError(f"--jobs {jobs} is not allowed; expected an integer >= 1")
-    plan = plan_experiment(config, splits)
-    out_dir = Path(config.out)
-    click.echo(plan.describe(out_dir))
-    if dry_run:
-        return
-    from tfxfer.experiments import grid  # TensorFlow loads here, after the config and flags are checked
-
-    loaded = grid.load_all(plan)  # bad data settings fail here, before anything is written
-    # The whole experiment's plan, even when --split runs a part of it (a session per split), so a
-    # report names every run still missing.
-    grid.write_plan(plan_experiment(config) if splits else plan, config, out_dir)
-    if jobs == 1:
-        grid.run_grid(plan, out_dir, loaded, lease_s=lease, verbose=not quiet)
-    else:
-        passthrough = [f for k, v in (("--out", out), ("--epochs", epochs)) if v is not None for f in (k, str(v))]
-        passthrough += [f for i in splits for f in ("--split", str(i))]
-        failed = grid.run_workers(config_name, [*passthrough, "--lease", str(lease)], plan, out_dir, jobs)
-        if failed:
-            raise click.ClickException(f"worker(s) {failed} failed; see {out_dir / 'logs'}/worker-<i>.log")
-    click.echo(f"grid finished: {len(plan.runs)} runs in {out_dir}; next: tfxfer report {out_dir}")
+    run_experiment(config_name, out=out, epochs=epochs, splits=splits, jobs=jobs, lease_s=lease, dry_run=dry_run,
+                   verbose=not quiet)
 
 
 @cli.command()
@@ -136,12 +127,11 @@ def report(results_dir, scores):
 
 @cli.command()
 @click.argument("config_name", metavar="CONFIG")
-@click.option("--treatment", default="baseB", show_default=True, help="The treatment whose recipe is searched.")
-@click.option("--n", type=int, default=None, help="Layers copied from the base net, 1..7 (not for baseA/baseB).")
+@TREATMENT_N
 @click.option("--tuner", help="random, bayesian or hyperband (default: the config's tuning.tuner).")
 @click.option("--max-trials", type=int, help="How many trials in all, counting finished ones (tuning.max_trials).")
 @click.option("--out", help="Directory that holds the search (<out>/tune/) and, later, the runs.")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@QUIET
 def tune(config_name, treatment, n, quiet, **flags):
     """Search the recipe (CONFIG's tuning.space) for one treatment with keras-tuner.
 
@@ -185,14 +175,9 @@ def visualize():
 
 def _figure_options(batch_size: int | None):
     """The options every visualize command shares; --batch-size where images go through the network."""
-    def wrap(fn):
-        fn = click.option("--tensorboard", is_flag=True, help="Also log the figures to the run's TensorBoard.")(fn)
-        fn = click.option("--out", help="Directory for the PNGs (default: <run>/visualize).")(fn)
-        if batch_size is None:
-            return fn
-        return click.option("--batch-size", type=int, default=batch_size, show_default=True,
-                            help="Images through the network at once.")(fn)
-    return wrap
+    return options(*([] if batch_size is None else [batch_size_option(batch_size)]),
+                   click.option("--out", help="Directory for the PNGs (default: <run>/visualize)."),
+                   click.option("--tensorboard", is_flag=True, help="Also log the figures to the run's TensorBoard."))
 
 
 def _echo_written(written):
@@ -200,24 +185,8 @@ def _echo_written(written):
         click.echo(str(path))
 
 
-_RUN_DIR = click.argument("run_dir", type=click.Path())
-
-
-def _TARGET(fn):  # noqa: N802 (a decorator, named as the other shared options)
-    """--dataset and --data-path: the target of `probe` and `score`."""
-    fn = click.option("--data-path", help="A local copy of --dataset (cifar10/cifar100).")(fn)
-    return click.option("--dataset", help="Target: A or B (a task of the run's split; default: the task it was not "
-                                          "trained on), or a dataset: synthetic, cifar10, cifar100, tfds:NAME or "
-                                          "folder:PATH.")(fn)
-
-
-_IMAGES = click.argument("images", nargs=-1, required=True, type=click.Path())
-_LABEL = click.option("--label", help="True class of every image (default: the image's folder name, "
-                                      "if it is a class; else the top class).")
-
-
 @visualize.command("filters")
-@_RUN_DIR
+@RUN_DIR
 @click.option("--epochs", is_flag=True, help="The filters after every epoch, side by side (Fig. 4).")
 @_figure_options(batch_size=None)
 def visualize_filters(run_dir, epochs, out, tensorboard):
@@ -228,11 +197,11 @@ def visualize_filters(run_dir, epochs, out, tensorboard):
 
 
 @visualize.command("occlusion")
-@_RUN_DIR
-@_IMAGES
+@RUN_DIR
+@IMAGES
 @click.option("--size", type=int, default=8, show_default=True, help="Side of the grey square, in input pixels.")
 @click.option("--stride", type=int, default=2, show_default=True, help="Pixels between occluder positions.")
-@_LABEL
+@LABEL
 @_figure_options(batch_size=256)
 def visualize_occlusion(run_dir, images, size, stride, label, out, tensorboard, batch_size):
     """Slide a grey square over each image; map class probability, top label and conv5 activity (Fig. 7)."""
@@ -243,16 +212,15 @@ def visualize_occlusion(run_dir, images, size, stride, label, out, tensorboard, 
 
 
 @visualize.command("deconv")
-@_RUN_DIR
-@click.option("--layer", "layers", multiple=True, default=["conv3"], show_default=True,
-              help="conv1..conv5; repeat for several (one figure each).")
+@RUN_DIR
+@click.option("--layer", "layers", type=Names("tfxfer.visualize.inputs:CONV_LAYERS", metavar="LAYER"), multiple=True,
+              default=["conv3"], show_default=True, help="conv1..conv5; repeat for several (one figure each).")
 @click.option("--maps", type=int, default=16, show_default=True, help="Feature maps shown (a seeded random subset).")
 @click.option("--top", type=int, default=9, show_default=True, help="Strongest activations shown per map.")
-@click.option("--dataset", help="Search this dataset's test images (a dataset name, see `tfxfer list datasets`); "
-                                "default: the run's own test images.")
-@click.option("--data-path", help="A local copy of --dataset.")
+@data_options("Search this dataset's test images (a dataset name, see `tfxfer list datasets`); "
+              "default: the run's own test images.", "A local copy of --dataset.", data_dir=False)
 @click.option("--max-images", type=int, help="Search at most this many images (a seeded random subset).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the map and image subsets.")
+@seed_option("Seed of the map and image subsets.")
 @_figure_options(batch_size=128)
 def visualize_deconv(run_dir, layers, maps, top, dataset, data_path, max_images, seed, out, tensorboard, batch_size):
     """Project each map's top activations over a dataset to pixel space with a deconvnet (Figs. 1, 2)."""
@@ -264,14 +232,14 @@ def visualize_deconv(run_dir, layers, maps, top, dataset, data_path, max_images,
 
 
 @visualize.command("invariance")
-@_RUN_DIR
-@_IMAGES
+@RUN_DIR
+@IMAGES
 @click.option("--shift", type=float, default=0.25, show_default=True,
               help="Largest vertical shift, as a fraction of the image side.")
 @click.option("--scale", type=(float, float), default=(0.6, 1.8), show_default=True, help="Smallest and largest scale.")
 @click.option("--angle", type=float, default=360.0, show_default=True, help="Largest rotation in degrees.")
 @click.option("--steps", type=int, default=17, show_default=True, help="Values of each transform.")
-@_LABEL
+@LABEL
 @_figure_options(batch_size=256)
 def visualize_invariance(run_dir, images, shift, scale, angle, steps, label, out, tensorboard, batch_size):
     """Translate, scale and rotate each image; plot conv1/fc7 feature distances and p(true class) (Fig. 5)."""
@@ -282,14 +250,14 @@ def visualize_invariance(run_dir, images, shift, scale, angle, steps, label, out
 
 
 @cli.command("export")
-@click.argument("run_dir")
-@click.option("--layers", required=True, help="Comma-separated layers to output: conv1..conv5, fc6, fc7, fc8.")
+@RUN_DIR
+@click.option("--layers", type=LAYERS, required=True, help="Comma-separated layers to output: conv1..conv5, fc6, fc7, fc8.")
 @click.option("--out", required=True, help="The export base: the model goes to OUT/<name>/<version>/.")
 @click.option("--name", help="Model name (default: the run id, '+' spelled '_ft').")
-@click.option("--version", "version", type=int, help="Version number (default: one more than the newest).")
-@click.option("--conv", type=click.Choice(["avg", "flatten"]), default="avg", show_default=True,
-              help="Conv layer features: global-average-pooled [C] or flattened [H*W*C].")
-@click.option("--top-k", type=int, default=5, show_default=True, help="Classes the classify signature returns.")
+@click.option("--version", "version", type=POSITIVE, help="Version number (default: one more than the newest).")
+@click.option("--conv", type=Names("tfxfer.export.savedmodel:CONV_REDUCTIONS", metavar="CONV"), default="avg",
+              show_default=True, help="Conv layer features: avg (global-average-pooled [C]) or flatten ([H*W*C]).")
+@click.option("--top-k", type=POSITIVE, default=5, show_default=True, help="Classes the classify signature returns.")
 @click.option("--serving-config", default="serving/models.config", show_default=True,
               help="TF Serving model_config_list file to add the model to ('' for none).")
 def export(run_dir, layers, out, name, version, conv, top_k, serving_config):
@@ -304,16 +272,17 @@ def export(run_dir, layers, out, name, version, conv, top_k, serving_config):
 @cli.command()
 @click.argument("export_base")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (0.0.0.0: every interface).")
-@click.option("--port", type=int, default=8501, show_default=True, help="REST port.")
-@click.option("--grpc-port", type=int, default=8500, show_default=True, help="gRPC port.")
-@click.option("--max-batch-size", type=int, default=32, show_default=True,
+@click.option("--port", type=click.IntRange(0, 65535), default=8501, show_default=True, help="REST port.")
+@click.option("--grpc-port", type=click.IntRange(0, 65535), default=8500, show_default=True, help="gRPC port.")
+@click.option("--max-batch-size", type=POSITIVE, default=32, show_default=True,
               help="Rows of concurrent requests run together as one batch.")
-@click.option("--batch-timeout-ms", type=float, default=2.0, show_default=True,
+@click.option("--batch-timeout-ms", type=click.FloatRange(min=0), default=2.0, show_default=True,
               help="How long a batch waits for more requests (0: no batching).")
-@click.option("--batch-threads", type=int, default=2, show_default=True, help="Batches computed at once.")
-@click.option("--poll-s", type=float, default=1.0, show_default=True,
+@click.option("--batch-threads", type=POSITIVE, default=2, show_default=True, help="Batches computed at once.")
+@click.option("--poll-s", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
               help="Seconds between scans of EXPORT_BASE for new versions.")
-@click.option("--max-body-mb", type=float, default=64.0, show_default=True, help="Largest request accepted.")
+@click.option("--max-body-mb", type=click.FloatRange(min=0, min_open=True), default=64.0, show_default=True,
+              help="Largest request accepted.")
 def serve(export_base, host, port, grpc_port, max_batch_size, batch_timeout_ms, batch_threads, poll_s, max_body_mb):
     """Serve every model in EXPORT_BASE over TF Serving's REST and gRPC APIs (newest version of each)."""
     from tfxfer.serving.batching import BatchingOptions
@@ -326,28 +295,24 @@ def serve(export_base, host, port, grpc_port, max_batch_size, batch_timeout_ms, 
 
 @cli.command()
 @click.option("--images", help="A folder of images: FOLDER/<class>/* (labelled) or FOLDER/* (label -1).")
-@click.option("--dataset", help="Or a dataset: synthetic, cifar10, cifar100, tfds:NAME or folder:PATH.")
-@click.option("--data-path", help="A local copy of the dataset (cifar10/cifar100).")
-@click.option("--data-dir", help="TFDS data_dir, for tfds:NAME datasets.")
+@data_options("Or a dataset: synthetic, cifar10, cifar100, tfds:NAME or folder:PATH.",
+              "A local copy of the dataset (cifar10/cifar100).")
 @click.option("--part", type=click.Choice(["train", "test"]), default="test", show_default=True,
               help="Which part of the dataset.")
-@click.option("--per-class", type=int, help="At most this many images per class of the dataset.")
-@click.option("--server", help="http://HOST:PORT (REST) or grpc://HOST:PORT (gRPC) of TF Serving or tfxfer serve.")
-@click.option("--model", help="Model name on the server.")
-@click.option("--version", "version", type=int, help="Model version on the server (default: the newest).")
-@click.option("--export", "export_path", help="Or run EXPORT_BASE/<name>[/<version>] in this process.")
+@click.option("--per-class", type=POSITIVE, help="At most this many images per class of the dataset.")
+@SERVER
 @click.option("--out", required=True, help="The .npz to write.")
-@click.option("--batch-size", type=int, default=32, show_default=True, help="Images per request.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@batch_size_option(32, help="Images per request.")
+@QUIET
 def features(images, dataset, data_path, data_dir, part, per_class, server, model, version, export_path, out,
              batch_size, quiet):
     """Compute features of a folder of images or a dataset and write them, with labels, to an .npz."""
     if (images is None) == (dataset is None):
         raise UserError("give exactly one of --images FOLDER and --dataset NAME")
-    if batch_size < 1:
-        raise UserError(f"--batch-size {batch_size} invalid; allowed: a whole number of at least 1")
+    if (server is None) == (export_path is None):
+        raise UserError("give exactly one of --server (http://HOST:PORT or grpc://HOST:PORT) and --export PATH")
     from tfxfer.serving.client import connect
-    from tfxfer.serving.features import dataset_features, folder_features, write_npz
+    from tfxfer.serving.features import dataset_features, folder_features, summary, write_npz
 
     client = connect(server, model, version, export_path)
     if images is not None:
@@ -355,33 +320,28 @@ def features(images, dataset, data_path, data_dir, part, per_class, server, mode
     else:
         arrays = dataset_features(client, dataset, part, batch_size, verbose=not quiet, path=data_path,
                                   data_dir=data_dir, train_per_class=per_class, test_per_class=per_class)
-    path = write_npz(out, arrays)
-    shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in arrays.items() if k not in ("class_names", "paths"))
-    click.echo(f"wrote {path}: {shapes}")
+    click.echo(summary(write_npz(out, arrays), arrays))
 
 
 @cli.command()
-@click.argument("run_dir")
-@_TARGET
-@click.option("--data-dir", help="TFDS data_dir, for tfds:NAME datasets.")
-@click.option("--layers", help="Comma-separated layers to probe (default: conv1..fc7).")
-@click.option("--classifier", "classifiers", default="softmax,svm", show_default=True,
+@RUN_DIR
+@TARGET
+@click.option("--layers", type=LAYERS, help="Comma-separated layers to probe (default: conv1..fc7).")
+@click.option("--classifier", "classifiers", type=CommaList(Names("tfxfer.probes.linear:CLASSIFIERS"), "CLASSIFIER"),
+              default="softmax,svm", show_default=True,
               help="softmax (multinomial logistic regression) and/or svm (linear SVM).")
-@click.option("--per-class", default="5,10,30", show_default=True, help="Training images per class, k.")
-@click.option("--folds", type=int, default=5, show_default=True, help="Random draws of the k images (seeds SEED+i).")
-@click.option("--test-per-class", type=int, default=50, show_default=True, help="Test images per class, at most.")
+@click.option("--per-class", type=CommaList(POSITIVE, "K"), default="5,10,30", show_default=True,
+              help="Training images per class, k.")
+@click.option("--folds", type=POSITIVE, default=5, show_default=True, help="Random draws of the k images (seeds SEED+i).")
+@click.option("--test-per-class", type=POSITIVE, default=50, show_default=True, help="Test images per class, at most.")
 @click.option("--scratch", is_flag=True, help="Also train the architecture from random init on each fold's images.")
-@click.option("--scratch-steps", type=int, default=300, show_default=True, help="SGD steps of each scratch network.")
-@click.option("--view", type=click.Choice(["flatten", "avg"]), default="flatten", show_default=True,
-              help="Conv features: the whole map, or its global average.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of fold 0.")
-@click.option("--batch-size", type=int, default=256, show_default=True, help="Images through the network at once.")
-@click.option("--server", help="Features from http://HOST:PORT or grpc://HOST:PORT (an export of RUN_DIR).")
-@click.option("--model", help="Model name on the server.")
-@click.option("--version", "version", type=int, help="Model version on the server (default: the newest).")
-@click.option("--export", "export_path", help="Features from EXPORT_BASE/<name>[/<version>], run in this process.")
+@click.option("--scratch-steps", type=POSITIVE, default=300, show_default=True, help="SGD steps of each scratch network.")
+@VIEW
+@seed_option("Seed of fold 0.")
+@batch_size_option(256)
+@SERVER
 @click.option("--out", help="Output directory (default: RUN_DIR/probes/<target>-<view>).")
-@click.option("--quiet", is_flag=True, help="No progress lines.")
+@QUIET
 def probe(run_dir, quiet, server, model, version, export_path, **options):
     """Linear probes of every layer on a new dataset, k images per class (Zeiler & Fergus Table 7, Fig. 9).
 
@@ -397,23 +357,23 @@ def probe(run_dir, quiet, server, model, version, export_path, **options):
 
 
 @cli.command()
-@click.argument("run_dir")
-@_TARGET
-@click.option("--layers", help="Comma-separated layers to score (default: conv1..fc7).")
-@click.option("--metric", "metrics", help="Comma-separated: logme, leep, nce, hscore, hscore-lw, transrate "
-                                          "(default: all).")
-@click.option("--max-images", type=int, default=2000, show_default=True,
+@RUN_DIR
+@TARGET
+@click.option("--layers", type=LAYERS, help="Comma-separated layers to score (default: conv1..fc7).")
+@click.option("--metric", "metrics", type=CommaList(Names("tfxfer.scores.metrics:METRICS"), "METRIC"),
+              help="Comma-separated: logme, leep, nce, hscore, hscore-lw, transrate (default: all).")
+@click.option("--max-images", type=click.IntRange(min=2), default=2000, show_default=True,
               help="Target training images scored, at most (a seeded random subset).")
-@click.option("--view", type=click.Choice(["flatten", "avg"]), default="avg", show_default=True,
-              help="Conv features: the whole map, or its global average.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the image subset.")
-@click.option("--batch-size", type=int, default=256, show_default=True, help="Images through the network at once.")
+@click.option("--view", type=Names("tfxfer.probes.features:VIEWS", metavar="VIEW"), default="avg", show_default=True,
+              help="Conv features: avg (each map's global average) or flatten (the whole map, as probes).")
+@seed_option("Seed of the image subset.")
+@batch_size_option(256)
 @click.option("--out", help="Output directory (default: RUN_DIR/scores/<target>-<view>).")
-@click.option("--quiet", is_flag=True, help="No progress lines.")
+@QUIET
 def score(run_dir, quiet, **options):
     """Transferability scores (LogME, LEEP, NCE, H-score, TransRate) of every layer for a target task.
 
-    Writes score.csv, score.md, score_vs_layer.png and TensorBoard scalars (OUT/tb).
+    Writes score.csv, score.md, score.json, score_vs_layer.png and TensorBoard scalars (OUT/tb).
     """
     from tfxfer.scores.score import score as run_score
 
@@ -423,19 +383,19 @@ def score(run_dir, quiet, **options):
 
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, metavar="RUN_DIR RUN_DIR | EXPERIMENT_DIR")
-@click.option("--layers", help="Comma-separated layers (default: conv1..fc8).")
-@click.option("--dataset", help="Images: this dataset's test images (default: the first run's dataset).")
-@click.option("--data-path", help="A local copy of --dataset (cifar10/cifar100).")
-@click.option("--max-images", type=int, default=5000, show_default=True, help="At most this many (a seeded subset).")
-@click.option("--kernel", type=click.Choice(["linear", "rbf"]), default="linear", show_default=True)
-@click.option("--view", type=click.Choice(["flatten", "avg"]), default="flatten", show_default=True,
-              help="Conv features: the whole map, or its global average.")
-@click.option("--batch-size", type=int, default=1024, show_default=True, help="Images per CKA minibatch.")
-@click.option("--passes", type=int, default=1, show_default=True,
+@click.option("--layers", type=LAYERS, help="Comma-separated layers (default: conv1..fc8).")
+@data_options("Images: this dataset's test images (default: the first run's dataset).", data_dir=False)
+@click.option("--max-images", type=POSITIVE, default=5000, show_default=True,
+              help="At most this many (a seeded subset).")
+@click.option("--kernel", type=Names("tfxfer.probes.cka:KERNELS", metavar="KERNEL"), default="linear",
+              show_default=True, help="linear or rbf.")
+@VIEW
+@batch_size_option(1024, help="Images per CKA minibatch.")
+@click.option("--passes", type=POSITIVE, default=1, show_default=True,
               help="Shuffled passes over the images; more come closer to full-batch CKA.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the image subset and order.")
+@seed_option("Seed of the image subset and order.")
 @click.option("--out", help="Output directory (default: RUN_DIR/similarity/<other run> or EXPERIMENT_DIR/similarity).")
-@click.option("--quiet", is_flag=True, help="No progress lines.")
+@QUIET
 def similarity(paths, quiet, **options):
     """Layer-by-layer CKA of two runs, or of every base pair and transferred run of an experiment directory.
 
@@ -460,11 +420,11 @@ def diagnose():
               help="Dead: filter RMS below this fraction of the layer's median RMS.")
 @click.option("--dead-activation", type=float, default=0.01, show_default=True,
               help="Or dead: mean ReLU activation over the images below this fraction of the layer's median.")
-@click.option("--max-images", type=int, default=1000, show_default=True,
+@click.option("--max-images", type=POSITIVE, default=1000, show_default=True,
               help="Activations over at most this many of the run's own task test images (a seeded subset).")
 @click.option("--no-data", is_flag=True, help="Judge dead filters by their norm only; load no images.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the image subset.")
-@click.option("--batch-size", type=int, default=256, show_default=True, help="Images through the network at once.")
+@seed_option("Seed of the image subset.")
+@batch_size_option(256)
 def diagnose_filters(run_dirs, out, dead_norm, dead_activation, max_images, no_data, seed, batch_size):
     """conv1 filter health per run: RMS, spectral energy in low/mid/high bands, dead filters, filters
     above the renormalization radius (arch.renorm_radius, else 0.1).
@@ -483,16 +443,17 @@ def diagnose_filters(run_dirs, out, dead_norm, dead_activation, max_images, no_d
 
 
 @diagnose.command("correspondence", short_help="Part correspondence under masking (§4.3, Table 1).")
-@_RUN_DIR
+@RUN_DIR
 @click.option("--images", "images_dir", required=True, type=click.Path(), help="Directory of the image files.")
 @click.option("--parts", "parts_file", required=True, type=click.Path(),
               help="YAML: {image file: {part name: [x0, y0, x1, y1]}}, boxes in each image's own pixels "
                    "(x0, y0 inclusive; x1, y1 exclusive); every image names the same parts.")
-@click.option("--layers", default="conv5,fc7", show_default=True, help="Comma-separated layers of the network.")
-@click.option("--random", "draws", type=int, default=10, show_default=True,
+@click.option("--layers", type=LAYERS, default="conv5,fc7", show_default=True,
+              help="Comma-separated layers of the network.")
+@click.option("--random", "draws", type=POSITIVE, default=10, show_default=True,
               help="Random same-size boxes per part and image (the control).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random boxes.")
-@click.option("--batch-size", type=int, default=256, show_default=True, help="Images through the network at once.")
+@seed_option("Seed of the random boxes.")
+@batch_size_option(256)
 @click.option("--out", help="Output directory (default: <run>/diagnose/correspondence).")
 def diagnose_correspondence(run_dir, images_dir, parts_file, layers, draws, seed, batch_size, out):
     """Mask the same part in every image; how consistently does each layer's feature change?
@@ -521,11 +482,17 @@ def diagnose_correspondence(run_dir, images_dir, parts_file, layers, draws, seed
 
 def main(argv=None):
     try:
-        # standalone_mode=False lets UserError through to be printed as one line below.
+        # standalone_mode=False lets UserError and a refused value through to be printed as one line below.
         rv = cli.main(args=argv, prog_name="tfxfer", standalone_mode=False)
     except UserError as e:
         click.echo(f"tfxfer: error: {e}", err=True)
         sys.exit(2)
+    except click.BadParameter as e:  # a flag's value its type refused: one line too, naming the flag
+        click.echo(f"tfxfer: error: {e.format_message()}", err=True)
+        sys.exit(2)
+    except RunFailed as e:
+        click.echo(f"Error: {e}", err=True)
+        sys.exit(1)
     except click.exceptions.Abort:
         click.echo("tfxfer: interrupted; rerun the same command to resume", err=True)
         sys.exit(130)

@@ -34,7 +34,7 @@ import numpy as np
 import yaml
 
 from tfxfer.atomic import atomic_write_text
-from tfxfer.errors import UserError
+from tfxfer.errors import UserError, names_list
 from tfxfer.runs.finished import load_run
 from tfxfer.visualize.inputs import check_positive, read_images
 
@@ -97,7 +97,7 @@ def check_boxes(parts: Parts, images: list[np.ndarray]) -> None:
 
 def check_layers(model, layers) -> list[str]:
     have = [layer.name for layer in model.layers[1:]]
-    names = [n.strip() for n in (layers.split(",") if isinstance(layers, str) else layers)]
+    names = names_list(layers, "layers")
     for n in names:
         if n not in have:
             raise UserError(f"layer {n!r} is not a layer of this network; allowed: {', '.join(have)}")

@@ -16,7 +16,7 @@ def default_name(run_id: str) -> str:
     return run_id.replace("+", "_ft")
 
 
-def export_run(run_dir: str | os.PathLike, layers: str | list[str], out: str | os.PathLike, *,
+def export_run(run_dir: str | os.PathLike, layers: list[str], out: str | os.PathLike, *,
                name: str | None = None, version: int | None = None, conv: str = "avg", top_k: int = 5,
                serving_config: str | os.PathLike | None = None) -> Path:
     """Export the run at `run_dir` to out/<name>/<version>/ and return that directory.

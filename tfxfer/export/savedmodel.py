@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from tfxfer.data.pipeline import centre_crops, preprocess
 from tfxfer.data.sources import decode_image
-from tfxfer.errors import UserError
+from tfxfer.errors import UserError, names_list
 from tfxfer.models import LAYER_NAMES
 from tfxfer.runs.finished import FinishedRun
 
@@ -27,12 +27,12 @@ FEATURE_SIGNATURES = ("serving_default", "features_from_pixels", "features_from_
 CLASSIFY_SIGNATURE = "classify"
 
 
-def parse_layers(layers: str | list[str]) -> list[str]:
-    """'conv5,fc7' or a list → layer names in network order, each one of LAYER_NAMES."""
-    names = [s.strip() for s in layers.split(",")] if isinstance(layers, str) else list(layers)
+def parse_layers(layers: list[str]) -> list[str]:
+    """Layer names (e.g. ['fc7', 'conv5']) in network order, each once; each one of LAYER_NAMES."""
+    names = list(names_list(layers, "layers"))
     bad = [n for n in names if n not in LAYER_NAMES]
     if bad or not names:
-        raise UserError(f"layers {','.join(names) or '(none)'!r} invalid; allowed: a comma-separated list of "
+        raise UserError(f"layers {','.join(names) or '(none)'!r} invalid; allowed: one or more of "
                         f"{', '.join(LAYER_NAMES)}")
     return sorted(set(names), key=LAYER_NAMES.index)
 

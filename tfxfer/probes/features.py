@@ -26,7 +26,7 @@ VIEWS = CONV_REDUCTIONS
 PROBE_LAYERS = LAYER_NAMES[:-1]  # conv1..fc7: Zeiler & Fergus's layers 1-7
 
 
-def probe_layers(layers: str | list[str] | None, default=PROBE_LAYERS) -> list[str]:
+def probe_layers(layers: list[str] | None, default=PROBE_LAYERS) -> list[str]:
     return list(default) if layers is None else parse_layers(layers)
 
 

@@ -15,7 +15,7 @@ from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from sklearn.svm import LinearSVC
 from threadpoolctl import threadpool_limits
 
-from tfxfer.errors import UserError
+from tfxfer.errors import UserError, names_list
 
 CLASSIFIERS = ("softmax", "svm")
 # Inverse L2 strengths cross-validated over, for features standardized and then divided by the
@@ -26,13 +26,12 @@ C_GRID = {"softmax": (1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0), "svm": (1e-4, 1e-3,
 CV_FOLDS = 3  # at most; never more than the k training images per class
 
 
-def parse_classifiers(classifiers: str | list[str] | None) -> list[str]:
-    names = list(CLASSIFIERS) if classifiers is None else (
-        [s.strip() for s in classifiers.split(",")] if isinstance(classifiers, str) else list(classifiers))
+def parse_classifiers(classifiers: list[str] | None) -> list[str]:
+    names = list(CLASSIFIERS) if classifiers is None else names_list(classifiers, "classifiers")
     bad = [n for n in names if n not in CLASSIFIERS]
     if bad or not names:
-        raise UserError(f"classifier {','.join(bad or names) or '(none)'!r} unknown; allowed: a comma-separated "
-                        f"list of {', '.join(CLASSIFIERS)}")
+        raise UserError(f"classifier {','.join(bad or names) or '(none)'!r} unknown; allowed: one or both of "
+                        f"{', '.join(CLASSIFIERS)}")
     return sorted(set(names), key=CLASSIFIERS.index)
 
 

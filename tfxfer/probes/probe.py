@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from tfxfer.atomic import atomic_write_text
-from tfxfer.errors import UserError
+from tfxfer.errors import UserError, names_list
 from tfxfer.models import LAYER_NAMES
 from tfxfer.probes.features import check_view, feature_source, probe_layers
 from tfxfer.probes.linear import parse_classifiers, probe_accuracy
@@ -28,23 +28,22 @@ CSV_FIELDS = ("run_id", "target", "view", "classifier", "layer", "layer_index", 
               "C", "dim", "n_train", "n_test", "fit_s")
 
 
-def parse_counts(text: str | list[int], flag: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",")] if isinstance(text, str) else [int(v) for v in text]
-    except ValueError:
-        values = []
-    if not values or any(v < 1 for v in values):
-        raise UserError(f"{flag} {text!r} invalid; allowed: a comma-separated list of whole numbers >= 1")
+def parse_counts(values: list[int], name: str) -> list[int]:
+    """Whole numbers >= 1 (e.g. k images per class), sorted, each once."""
+    values = names_list(values, name)
+    if not values or any(not isinstance(v, int) or v < 1 for v in values):
+        raise UserError(f"{name} {values!r} invalid; allowed: one or more whole numbers >= 1")
     return sorted(set(values))
 
 
-def _positive(value, flag: str) -> int:
+def _positive(value, name: str) -> int:
     if not isinstance(value, int) or value < 1:
-        raise UserError(f"{flag} {value!r} invalid; allowed: a whole number >= 1")
+        raise UserError(f"{name} {value!r} invalid; allowed: a whole number >= 1")
     return value
 
 
-def probe(run_dir, dataset: str | None = None, layers=None, classifiers=None, per_class="5,10,30", folds: int = 5,
+def probe(run_dir, dataset: str | None = None, layers: list[str] | None = None,
+          classifiers: list[str] | None = None, per_class: list[int] = (5, 10, 30), folds: int = 5,
           scratch: bool = False, view: str = "flatten", test_per_class: int = 50, seed: int = 0,
           batch_size: int = 256, scratch_steps: int = 300, out=None, data_path: str | None = None,
           data_dir: str | None = None, server: str | None = None, model: str | None = None,
@@ -58,10 +57,10 @@ def probe(run_dir, dataset: str | None = None, layers=None, classifiers=None, pe
 
     layers = probe_layers(layers)
     classifiers = parse_classifiers(classifiers)
-    ks = parse_counts(per_class, "--per-class")
-    for value, flag in ((folds, "--folds"), (test_per_class, "--test-per-class"), (batch_size, "--batch-size"),
-                        (scratch_steps, "--scratch-steps")):
-        _positive(value, flag)
+    ks = parse_counts(per_class, "per_class")
+    for value, name in ((folds, "folds"), (test_per_class, "test_per_class"), (batch_size, "batch_size"),
+                        (scratch_steps, "scratch_steps")):
+        _positive(value, name)
     check_view(view)
     run = load_run(run_dir)
     target = resolve_target(run, dataset, data_path, data_dir)

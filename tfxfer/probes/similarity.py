@@ -37,10 +37,10 @@ def layer_cka(source_x, source_y, images: np.ndarray, layers_x, layers_y, kernel
     `batch_size >= len(images)` is the full-batch estimate.
     """
     if batch_size < MIN_BATCH:
-        raise UserError(f"--batch-size {batch_size} too small; allowed: {MIN_BATCH} or more (the unbiased HSIC "
+        raise UserError(f"batch_size {batch_size} too small; allowed: {MIN_BATCH} or more (the unbiased HSIC "
                         "needs 4 images per minibatch)")
     if not isinstance(passes, int) or passes < 1:
-        raise UserError(f"--passes {passes!r} invalid; allowed: a whole number >= 1")
+        raise UserError(f"passes {passes!r} invalid; allowed: a whole number >= 1")
     n = used_images(len(images), batch_size)
     if n < MIN_BATCH:
         raise UserError(f"{len(images)} images are too few for CKA; allowed: {MIN_BATCH} or more")
@@ -58,7 +58,7 @@ def used_images(n: int, batch_size: int) -> int:
     return n - (n % batch_size if n % batch_size < MIN_BATCH else 0)
 
 
-def similarity(paths, layers=None, dataset: str | None = None, data_path: str | None = None,
+def similarity(paths, layers: list[str] | None = None, dataset: str | None = None, data_path: str | None = None,
                max_images: int = 5000, batch_size: int = 1024, passes: int = 1, kernel: str = "linear",
                view: str = "flatten", seed: int = 0, out=None, verbose: bool = True) -> dict[str, Path]:
     """CKA between two runs (two run directories) or within a grid (one experiment directory)."""
@@ -69,7 +69,7 @@ def similarity(paths, layers=None, dataset: str | None = None, data_path: str | 
         raise UserError(f"kernel {kernel!r} unknown; allowed: {', '.join(KERNELS)}")
     check_view(view)
     if not isinstance(max_images, int) or max_images < MIN_BATCH:
-        raise UserError(f"--max-images {max_images!r} invalid; allowed: a whole number >= {MIN_BATCH}")
+        raise UserError(f"max_images {max_images!r} invalid; allowed: a whole number >= {MIN_BATCH}")
     paths = [Path(p) for p in paths]
     if len(paths) == 2:
         pairs = [tuple(paths)]

@@ -97,7 +97,7 @@ def draw_fold(target: Target, k: int, seed: int, index: int = 0, test_per_class:
     if short:
         name, have = min(short, key=lambda s: s[1])
         need = f"more than {k} (k training images and at least one test image)" if target.pooled else f"{k}"
-        raise UserError(f"--per-class {k} is too many for {target.name}: class {name!r} has {have} images; "
+        raise UserError(f"per_class {k} is too many for {target.name}: class {name!r} has {have} images; "
                         f"allowed: classes with {need}")
     train = np.concatenate([o[:k] for o in orders])
     if target.pooled:

@@ -212,7 +212,7 @@ def compute_missing(results_dir: Path, records: list[dict], verbose: bool = Fals
     todo = [s["base"]["run_id"] for s in splits_with_scores(results_dir, records) if s["scores"] is None]
     lacking = [b for b in todo if not (results_dir / b / WEIGHTS_FILE).is_file()]
     if lacking:
-        raise UserError(f"--scores needs the weights of {', '.join(lacking)} ({WEIGHTS_FILE} is missing in "
+        raise UserError(f"scoring the grid needs the weights of {', '.join(lacking)} ({WEIGHTS_FILE} is missing in "
                         f"{results_dir}); allowed: a grid whose baseA runs have their weights, or scores "
                         "computed elsewhere with `tfxfer score` and copied into the run directories")
     return [score(results_dir / b, dataset="B", verbose=verbose)["csv"] for b in todo]

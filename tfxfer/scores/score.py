@@ -21,7 +21,7 @@ from threadpoolctl import threadpool_limits
 
 from tfxfer import progress
 from tfxfer.atomic import atomic_write_text
-from tfxfer.errors import UserError
+from tfxfer.errors import UserError, names_list
 from tfxfer.models import LAYER_NAMES
 from tfxfer.scores.metrics import FEATURES, METRICS, SOURCE_PROBS, feature_scores, get_metric
 
@@ -40,13 +40,13 @@ SCORE_FILE = "score.csv"
 INFO_FILE = "score.json"  # what was scored and the wall time, for the report
 
 
-def parse_metrics(metrics) -> list[str]:
-    """'logme,leep' or a list → registered metric names, in registry order; None → all of them."""
+def parse_metrics(metrics: list[str] | None) -> list[str]:
+    """['logme', 'leep'] → registered metric names, in registry order; None → all of them."""
     if metrics is None:
         return list(METRICS)
-    names = [s for s in (metrics.split(",") if isinstance(metrics, str) else metrics)]
-    if not [n for n in names if str(n).strip()]:
-        raise UserError(f"--metric {metrics!r} invalid; allowed: a comma-separated list of {', '.join(METRICS)}")
+    names = names_list(metrics, "metrics")
+    if not names:
+        raise UserError(f"metrics [] invalid; allowed: one or more of {', '.join(METRICS)}")
     chosen = {get_metric(n).name for n in names}
     return [n for n in METRICS if n in chosen]
 
@@ -65,7 +65,7 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return z / z.sum(axis=1, keepdims=True)
 
 
-def score(run_dir, dataset: str | None = None, layers=None, metrics=None, max_images: int = DEFAULT_MAX_IMAGES,
+def score(run_dir, dataset: str | None = None, layers: list[str] | None = None, metrics: list[str] | None = None, max_images: int = DEFAULT_MAX_IMAGES,
           view: str = DEFAULT_VIEW, seed: int = 0, batch_size: int = 256, out=None, data_path: str | None = None,
           data_dir: str | None = None, verbose: bool = True) -> dict[str, Path]:
     """Score every layer (see the module docstring) and write the outputs; returns {name: path}.
@@ -79,9 +79,9 @@ def score(run_dir, dataset: str | None = None, layers=None, metrics=None, max_im
     names = parse_metrics(metrics)
     layers = probe_layers(layers)
     check_view(view)
-    for value, flag in ((max_images, "--max-images"), (batch_size, "--batch-size")):
-        if not isinstance(value, int) or value < 2:
-            raise UserError(f"{flag} {value!r} invalid; allowed: a whole number >= 2")
+    for value, name, least in ((max_images, "max_images", 2), (batch_size, "batch_size", 1)):
+        if not isinstance(value, int) or value < least:
+            raise UserError(f"{name} {value!r} invalid; allowed: a whole number >= {least}")
     if not Path(run_dir).is_dir():
         raise UserError(f"run directory {run_dir} does not exist")
     run = load_run(run_dir)

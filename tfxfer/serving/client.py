@@ -157,11 +157,11 @@ def connect(server: str | None, model: str | None = None, version: int | None = 
             export: str | os.PathLike | None = None):
     """A client for `server` (http://HOST:PORT for REST, grpc://HOST:PORT for gRPC) or for `export`."""
     if (server is None) == (export is None):
-        raise UserError("give exactly one of --server (http://HOST:PORT or grpc://HOST:PORT) and --export PATH")
+        raise UserError("give exactly one of server (http://HOST:PORT or grpc://HOST:PORT) and export (a path)")
     if export is not None:
         return LocalClient(export)
     if not model:
-        raise UserError("--model NAME is required with --server (the model's directory name in the export base)")
+        raise UserError("model is required with server: the model's directory name in the export base")
     if server.startswith(("http://", "https://")):
         return RestClient(server, model, version)
     if server.startswith("grpc://"):

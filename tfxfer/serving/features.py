@@ -79,6 +79,12 @@ def dataset_features(client, dataset: str, part: str = "test", batch_size: int =
     return {**features, "labels": y.astype(np.int64), "class_names": np.array(data.class_names, dtype=str)}
 
 
+def summary(path: Path, arrays: dict[str, np.ndarray]) -> str:
+    """The line `tfxfer features` prints: the file and each feature array's shape."""
+    shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in arrays.items() if k not in ("class_names", "paths"))
+    return f"wrote {path}: {shapes}"
+
+
 def write_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> Path:
     """Written to a temporary file and renamed: a reader never sees half an .npz."""
     path = Path(path)

@@ -59,12 +59,12 @@ def run_server(base: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 
     if not base.is_dir():
         raise UserError(f"export base {str(base)!r} does not exist or is not a directory; create it with "
                         "`tfxfer export RUN_DIR --layers ... --out EXPORT_BASE`")
-    for flag, value in (("--max-batch-size", batching.max_batch_size),
-                        ("--batch-threads", batching.num_batch_threads)):
+    for name, value in (("max_batch_size", batching.max_batch_size),
+                        ("num_batch_threads", batching.num_batch_threads)):
         if value < 1:
-            raise UserError(f"{flag} {value} invalid; allowed: a whole number of at least 1")
+            raise UserError(f"{name} {value} invalid; allowed: a whole number of at least 1")
     if batching.timeout_s < 0 or poll_s <= 0 or max_body_bytes < 1:
-        raise UserError("--batch-timeout-ms must be >= 0, --poll-s and --max-body-mb > 0")
+        raise UserError("batching timeout_s must be >= 0, poll_s and max_body_bytes > 0")
     asyncio.run(serve(base, host, port, grpc_port, batching, poll_s, max_body_bytes))
 
 
