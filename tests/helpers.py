@@ -53,3 +53,16 @@ def only_result(out: Path) -> dict:
     records = [json.loads(p.read_text()) for p in out.glob("*/result.json")]
     assert len(records) == 1, records
     return records[0]
+
+
+def assert_user_error(capsys, argv: list, message: str, out: Path) -> None:
+    """`tfxfer ARGV` in this process exits 2 with `message` on one line of stderr, writing no `out`."""
+    import pytest
+
+    from tfxfer.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not out.exists()

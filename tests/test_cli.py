@@ -60,7 +60,7 @@ def bad_inputs(tmp_path):
     return {
         "treatment": (["--treatment", "CnB", "--n", "3"],
                       "Invalid value for '--treatment': 'CnB' is not one of 'baseA', 'baseB', "),
-        "n": (["--treatment", "BnB", "--n", "9"], "Invalid value for '--n': 9 is not in the range 1<=x<=7"),
+        "n": (["--treatment", "BnB", "--n", "9"], "Invalid value for '--n': 9 is not in the range 0<=x<=7"),
         "no n": (["--treatment", "AnB"], "n=None is out of range for AnB; allowed: 1..7"),
         "dataset": (["--dataset", "imagenet"], "dataset 'imagenet' is unknown; allowed: synthetic, cifar10"),
         "arch": (["--arch", "resnet50"], "Invalid value for '--arch': 'resnet50' is not one of 'caffenet', 'cifar8', "

@@ -9,6 +9,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 from conftest import tiny_config
+from helpers import assert_user_error
 from scipy.stats import ortho_group
 
 from tfxfer.cli import main
@@ -205,11 +206,7 @@ def test_scratch_row_trains_through_the_core_loop_once(tmp_path, runs):
 ])
 def test_probe_cli_errors_are_one_line_and_write_nothing(tmp_path, runs, capsys, args, message):
     out = tmp_path / "nothing"
-    with pytest.raises(SystemExit) as exit_info:
-        main(["probe", str(runs["A"]), "--out", str(out), *args])
-    err = capsys.readouterr().err
-    assert exit_info.value.code == 2 and message in err and len(err.strip().splitlines()) == 1, err
-    assert not out.exists()
+    assert_user_error(capsys, ["probe", runs["A"], "--out", out, *args], message, out)
 
 
 # --- CKA ------------------------------------------------------------------------------------------

@@ -130,7 +130,7 @@ def ref_transrate(f, labels, eps=1e-4):
 
     def rate(part):
         n, d = part.shape
-        return 0.5 * np.linalg.slogdet(np.eye(d) + d / (n * eps) * part.T @ part)[1]
+        return 0.5 * np.linalg.slogdet(np.eye(d) + 1 / (n * eps) * part.T @ part)[1]
 
     return rate(z) - sum(np.mean(labels == c) * rate(z[labels == c]) for c in np.unique(labels))
 
@@ -396,3 +396,26 @@ def test_unknown_metric_lists_the_allowed_names():
     with pytest.raises(UserError, match="metric 'gbc' unknown; allowed: logme, leep, nce, hscore, "
                                         "hscore-lw, transrate"):
         get_metric("gbc")
+
+
+@pytest.mark.parametrize("n,d", [(40, 6), (12, 30)], ids=["n>d", "d>n"])
+def test_ledoit_wolf_from_the_svd_is_sklearns(n, d):
+    from sklearn.covariance import ledoit_wolf_shrinkage
+
+    from tfxfer.scores.metrics import CentredSVD, _ledoit_wolf_shrinkage
+    f, _ = _data(n=n, d=d)
+    svd = CentredSVD.of(f)
+    assert _ledoit_wolf_shrinkage(svd) == pytest.approx(ledoit_wolf_shrinkage(svd.centred, assume_centered=True),
+                                                        rel=1e-10)
+
+
+def test_feature_scores_share_one_svd_and_equal_each_metric_alone():
+    from tfxfer.scores.metrics import feature_scores
+    f, labels = _data(n=40, d=6)
+    names = ["logme", "hscore", "hscore-lw", "transrate"]
+    together = feature_scores(f, labels, names)
+    assert list(together) == names
+    for name in names:
+        assert together[name][0] == pytest.approx(get_metric(name)(f, labels), abs=1e-12)
+    with pytest.raises(UserError, match="metric 'leep' reads source probabilities"):
+        feature_scores(f, labels, ["leep"])

@@ -13,6 +13,7 @@ from tfxfer.cli_options import (
     QUIET,
     RUN_DIR,
     SERVER,
+    TARGET,
     TREATMENT_N,
     VIEW,
     CommaList,
@@ -155,11 +156,13 @@ def experiment(config_name, dry_run, jobs, out, epochs, lease, quiet, splits, **
 
 @cli.command()
 @click.argument("results_dir", metavar="RESULTS_DIR")
-def report(results_dir):
+@click.option("--scores", is_flag=True, help="First score task B on each baseA without scores (`tfxfer score`; "
+                                             "needs its weights) for the section \"Do cheap scores predict the grid?\".")
+def report(results_dir, scores):
     """Write results.csv, Figures 2-3, Table 1 and report.md/.html from RESULTS_DIR's result records."""
     from tfxfer.report import write_report
 
-    for path in write_report(results_dir):
+    for path in write_report(results_dir, scores=scores):
         click.echo(f"wrote {path}")
 
 
@@ -380,8 +383,7 @@ def features(images, dataset, data_path, data_dir, part, per_class, server, mode
 
 @cli.command()
 @RUN_DIR
-@data_options("Target: A or B (a task of the run's split; default: the task it was not trained on), "
-              "or a dataset: synthetic, cifar10, cifar100, tfds:NAME or folder:PATH.")
+@TARGET
 @click.option("--layers", type=LAYERS, help="Comma-separated layers to probe (default: conv1..fc7).")
 @click.option("--classifier", "classifiers", type=CommaList(Names("tfxfer.probes.linear:CLASSIFIERS"), "CLASSIFIER"),
               default="softmax,svm", show_default=True,
@@ -409,6 +411,31 @@ def probe(run_dir, quiet, server, model, version, export_path, **options):
     written = run_probe(run_dir, server=server, model=model, version=version, export=export_path,
                         verbose=not quiet, **options)
     for path in written.values():
+        click.echo(f"wrote {path}")
+
+
+@cli.command()
+@RUN_DIR
+@TARGET
+@click.option("--layers", type=LAYERS, help="Comma-separated layers to score (default: conv1..fc7).")
+@click.option("--metric", "metrics", type=CommaList(Names("tfxfer.scores.metrics:METRICS"), "METRIC"),
+              help="Comma-separated: logme, leep, nce, hscore, hscore-lw, transrate (default: all).")
+@click.option("--max-images", type=click.IntRange(min=2), default=2000, show_default=True,
+              help="Target training images scored, at most (a seeded random subset).")
+@click.option("--view", type=Names("tfxfer.probes.features:VIEWS", metavar="VIEW"), default="avg", show_default=True,
+              help="Conv features: avg (each map's global average) or flatten (the whole map, as probes).")
+@seed_option("Seed of the image subset.")
+@batch_size_option(256)
+@click.option("--out", help="Output directory (default: RUN_DIR/scores/<target>-<view>).")
+@QUIET
+def score(run_dir, quiet, **options):
+    """Transferability scores (LogME, LEEP, NCE, H-score, TransRate) of every layer for a target task.
+
+    Writes score.csv, score.md, score.json, score_vs_layer.png and TensorBoard scalars (OUT/tb).
+    """
+    from tfxfer.scores.score import score as run_score
+
+    for path in run_score(run_dir, verbose=not quiet, **options).values():
         click.echo(f"wrote {path}")
 
 

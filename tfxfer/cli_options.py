@@ -102,5 +102,9 @@ def data_options(dataset_help: str, data_path_help: str = "A local copy of --dat
                    *([DATA_DIR] if data_dir else []))
 
 
+# The target of `probe` and `score`.
+TARGET = data_options("Target: A or B (a task of the run's split; default: the task it was not trained on), "
+                      "or a dataset: synthetic, cifar10, cifar100, tfds:NAME or folder:PATH.")
+
 VIEW = click.option("--view", type=Names("tfxfer.probes.features:VIEWS", metavar="VIEW"), default="flatten",
                     show_default=True, help="Conv features: flatten (the whole map) or avg (its global average).")

@@ -115,7 +115,7 @@ def health_lines(healths) -> list[str]:
     return lines
 
 
-def markdown(records: list[dict], missing: list[dict], figures: list[Path], healths=()) -> str:
+def markdown(records: list[dict], missing: list[dict], figures: list[Path], healths=(), score_lines=()) -> str:
     grid = Grid(records)
     lines = ["# tfxfer report", "",
              f"{len(records)} finished runs; {len(missing)} planned runs missing. "
@@ -149,7 +149,7 @@ def markdown(records: list[dict], missing: list[dict], figures: list[Path], heal
     for row in losses(grid):
         lines.append(f"| {row['n']} | {_est(row['coadaptation'])} | {_est(row['specificity'])} | "
                      f"{row['dominant'] or '—'} |")
-    lines += per_unit_lines(grid) + table3_lines(records) + health_lines(list(healths))
+    lines += per_unit_lines(grid) + table3_lines(records) + health_lines(list(healths)) + list(score_lines)
     lines += ["", "## Runs", "", "See results.csv (one row per run)."]
     return "\n".join(lines) + "\n"
 
@@ -187,21 +187,33 @@ def to_html(md: str, out: Path) -> str:
            f"</head><body>{''.join(body)}</body></html>\n"
 
 
-def write_report(results_dir: str | Path) -> list[Path]:
+def write_report(results_dir: str | Path, scores: bool = False, verbose: bool = False) -> list[Path]:
+    """The report of RESULTS_DIR's records; with `scores`, first `tfxfer score` every baseA of the
+    grid that has no scores of task B yet (its weights must be in RESULTS_DIR)."""
+    from tfxfer.report import scores as cheap
+
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         raise UserError(f"results directory {results_dir} does not exist")
     records = load_records(results_dir)
     if not records:
         raise UserError(f"results directory {results_dir} holds no result records (*/{RESULT_FILE})")
+    if scores:
+        cheap.compute_missing(results_dir, records, verbose=verbose)
     grid = Grid(records)
     figures = figure2(grid, results_dir) + figure3(grid, results_dir)
+    splits = cheap.splits_with_scores(results_dir, records)
+    score_figure = cheap.figure(splits, results_dir / "scores_vs_n.png")
+    score_lines = cheap.section(splits, score_figure)
     from tfxfer.diagnose.filters import base_health
 
-    md = markdown(records, missing_runs(results_dir, records), figures, base_health(results_dir, records))
+    md = markdown(records, missing_runs(results_dir, records), figures, base_health(results_dir, records),
+                  score_lines)
+    outputs = [("results.csv", results_csv(records)), ("report.md", md), ("report.html", to_html(md, results_dir))]
+    if score_figure is not None:  # the section alone, to be read or committed without the whole report
+        outputs.append(("scores.md", "\n".join(["# Transferability scores against the grid"] + score_lines[2:]) + "\n"))
     written = []
-    for name, text in (("results.csv", results_csv(records)), ("report.md", md),
-                       ("report.html", to_html(md, results_dir))):
+    for name, text in outputs:
         atomic_write_text(results_dir / name, text)
         written.append(results_dir / name)
-    return written + figures
+    return written + figures + ([score_figure] if score_figure is not None else [])

@@ -22,7 +22,6 @@ import warnings
 from typing import Callable
 
 import numpy as np
-from sklearn.covariance import ledoit_wolf_shrinkage
 
 from tfxfer.errors import UserError
 
@@ -287,23 +286,55 @@ def _nce_from_probs(source_probs, labels) -> float:
 # H-scores
 
 
-def _class_mean_quadratic(features, labels, shrink: bool) -> float:
+@dataclasses.dataclass(frozen=True)
+class CentredSVD:
+    """The centred features Fc = F - mean and their economy SVD (U_r, s_r): what both H-scores
+    need, computed once per layer by :func:`feature_scores`."""
+
+    centred: np.ndarray
+    u: np.ndarray
+    s: np.ndarray
+
+    @classmethod
+    def of(cls, features) -> "CentredSVD":
+        f = _features(features)
+        centred = f - f.mean(axis=0)
+        return cls(centred, *_svd(centred))
+
+
+def _ledoit_wolf_shrinkage(svd: CentredSVD) -> float:
+    """``sklearn.covariance.ledoit_wolf_shrinkage(Fc, assume_centered=True)``, term for term, from
+    the singular values: ||Fc^T Fc||_F^2 = sum s^4 and tr(Fc^T Fc) = sum s^2, and sum_ij of
+    (Fc^2)^T Fc^2 is sum over images of |row|^4. sklearn forms the d x d products in blocks,
+    O(n d^2): 221 s for the 7 layers of flattened cifar8 maps (d up to 8,192) against seconds here."""
+    n, d = svd.centred.shape
+    trace = float(np.sum(svd.s ** 2)) / n            # tr(S), S = Fc^T Fc / n
+    mu = trace / d
+    delta_ = float(np.sum(svd.s ** 4)) / n ** 2      # ||S||_F^2
+    beta_ = float(np.sum(np.sum(svd.centred ** 2, axis=1) ** 2))
+    beta = (beta_ / n - delta_) / (d * n)
+    delta = (delta_ - 2.0 * mu * trace + d * mu ** 2) / d
+    beta = min(beta, delta)
+    return 0.0 if beta == 0 else beta / delta
+
+
+def _class_mean_quadratic(features, labels, shrink: bool, svd: CentredSVD | None = None) -> float:
     """sum_c (n_c/n) mu_c^T C^-1 mu_c for the centred features' class means mu_c, which is
     tr(C^-1 cov(E[f|y])) with cov(E[f|y]) = sum_c (n_c/n) mu_c mu_c^T (the global mean is 0).
 
     Computed in the SVD of the centred features Fc = U S V^T: mu_c = (1/n_c) sum_{i in c} U_i S V^T
     lies in span(V), where C = V diag(lambda) V^T + (span(V)'s complement), so only the r nonzero
-    directions matter: mu_c . v_j = s_j (1/n_c) sum_{i in c} U_ij."""
-    f = _features(features)
-    codes, counts = _labels(labels, f.shape[0])
-    n, d = f.shape
-    centred = f - f.mean(axis=0)
-    u, s = _svd(centred)
+    directions matter: mu_c . v_j = s_j (1/n_c) sum_{i in c} U_ij. `svd`: that of `features`,
+    when the caller already has it."""
+    svd = svd or CentredSVD.of(features)
+    codes, counts = _labels(labels, svd.centred.shape[0])
+    n, d = svd.centred.shape
+    u, s = svd.u, svd.s
     if s.size == 0:
         return 0.0  # constant features: no between-class variance to explain
     variance = s ** 2 / n                     # eigenvalues of the empirical covariance (1/n)
     if shrink:
-        alpha = float(ledoit_wolf_shrinkage(centred, assume_centered=True))
+        alpha = _ledoit_wolf_shrinkage(svd)
         mu = float(np.sum(variance)) / d      # Ledoit-Wolf target: (tr(S)/d) I
         variance = (1.0 - alpha) * variance + alpha * mu
         between_scale = 1.0 - alpha
@@ -346,7 +377,8 @@ def hscore_shrinkage(features, labels) -> float:
         cov_alpha(f) = (1 - alpha) cov(f) + alpha (tr(cov(f)) / d) I,
 
     with alpha the Ledoit-Wolf (2004) shrinkage intensity of the centred features
-    (``sklearn.covariance.ledoit_wolf_shrinkage``, which uses the 1/n empirical covariance).
+    (``sklearn.covariance.ledoit_wolf_shrinkage``'s, which uses the 1/n empirical covariance,
+    computed from the SVD: see ``_ledoit_wolf_shrinkage``).
     Features are centred first; cov(f) = Fc^T Fc / n and cov(E[f | y]) = sum_c (n_c / n) mu_c
     mu_c^T, both 1/n, so the two normalizations agree (Transfer-Learning-Library's
     ``regularized_h_score`` pairs the 1/n Ledoit-Wolf covariance with ``np.cov``'s 1/(n - 1) between-
@@ -361,12 +393,12 @@ def hscore_shrinkage(features, labels) -> float:
 
 
 def _coding_rate(z: np.ndarray, eps: float) -> float:
-    """R(Z, eps) = 1/2 log det(I_d + d / (n eps) Z^T Z), from the eigenvalues of the smaller Gram
+    """R(Z, eps) = 1/2 log det(I_d + 1/(n eps) Z^T Z), from the eigenvalues of the smaller Gram
     matrix (Z Z^T when n < d: det(I_d + c Z^T Z) = det(I_n + c Z Z^T))."""
     n, d = z.shape
     gram = z @ z.T if n < d else z.T @ z
     eigenvalues = np.clip(np.linalg.eigvalsh(gram), 0.0, None)
-    return 0.5 * float(np.sum(np.log1p(d / (n * eps) * eigenvalues)))
+    return 0.5 * float(np.sum(np.log1p(eigenvalues / (n * eps))))
 
 
 def transrate(features, labels, eps: float = 1e-4) -> float:
@@ -375,22 +407,27 @@ def transrate(features, labels, eps: float = 1e-4) -> float:
 
     Huang, Huang, Rong, Yang & Wei, "Frustratingly Easy Transferability Estimation", ICML 2022:
 
-        R(Z, eps) = 1/2 log det( I_d + d / (n eps) Z^T Z ),
+        R(Z, eps) = 1/2 log det( I_d + 1 / (n eps) Z^T Z ),
         TransRate = R(Z, eps) - sum_c (n_c / n) R(Z_c, eps),
 
-    where Z_c are the n_c rows of class c (each R uses its own row count).
+    where Z_c are the n_c rows of class c (each R uses its own row count) and ``eps`` plays the
+    paper's epsilon^2 (the official code's argument is "the value of eps^2", default 1e-4). This is
+    the paper's form: Ma et al.'s lossy coding rate has d / (n eps^2), but TransRate drops the d
+    (paper and official code alike), and the conditional rate weights class c by n_c / n (the
+    official layer-selection code, ``np.sum(rzc * nc / n)``; its short demo listing averages the
+    classes uniformly, 1/K, which breaks R(Z) >= R(Z | Y) for unbalanced classes). An earlier
+    version of this function kept the d, which made eps effectively eps / d and so favoured
+    layers by their width: d differs 50-fold between conv1 and fc7.
 
     Preprocessing, stated because the score depends on feature scale: Z is centred (the mean
     image's features subtracted), then scaled by one factor so that the mean squared row norm is 1
-    (|Z|_F^2 = n). With that, eps is a distortion relative to the features' own variance, the
-    score is invariant to a global rescaling of a layer's features (needed to compare layers), and
-    d / (n eps) Z^T Z has trace d / eps. Class rows are taken from this globally centred Z, not
-    re-centred per class. With the n_c / n weights, the concavity of log det gives
-    TransRate >= 0; features that are constant across images have TransRate 0.
-
-    Differences from the public code: the paper's code listing uses 1 / (n eps) (no d) and averages
-    the class rates uniformly (1/K) rather than by n_c / n; one public variant divides Z by its
-    Frobenius norm before centring (then the trace is 1 / (n eps), which depends on n).
+    (|Z|_F^2 = n, i.e. the eigenvalues of Z^T Z / n sum to 1, as the official layer-selection code's
+    ``normalize_eigz``). With that, eps is a distortion relative to the features' own variance and
+    the score is invariant to a global rescaling of a layer's features (needed to compare layers).
+    Class rows are taken from this globally centred Z, not re-centred per class. With the n_c / n
+    weights, the concavity of log det gives TransRate >= 0; features that are constant across
+    images have TransRate 0. Not done: the official layer-selection code's extra division of both
+    rates by rank(Z), which is not in the paper's definition.
     Log-determinants are computed from the eigenvalues of the smaller Gram matrix (n x n when
     d > n), clipped at 0, with log1p.
     """
@@ -444,3 +481,32 @@ def get_metric(name: str) -> Metric:
     if key not in METRICS:
         raise UserError(f"metric {name!r} unknown; allowed: {', '.join(METRICS)}")
     return METRICS[key]
+
+
+# The feature metrics that read the centred features' SVD: computed once per layer for both.
+_CENTRED_SVD = {"hscore": lambda f, y, svd: _class_mean_quadratic(f, y, shrink=False, svd=svd),
+                "hscore-lw": lambda f, y, svd: _class_mean_quadratic(f, y, shrink=True, svd=svd)}
+
+
+def feature_scores(features, labels, names) -> dict[str, tuple[float, float]]:
+    """{name: (score, seconds)} of the registered feature metrics `names` on one layer's features,
+    H-score and its shrinkage form sharing one SVD of the centred features (its time is counted
+    in the first of them). LogME decomposes the features uncentred, as its paper does, and
+    TransRate the Gram matrices of the classes as well, so they compute their own."""
+    import time
+
+    out, svd = {}, None
+    for name in names:
+        metric = get_metric(name)
+        if metric.needs != FEATURES:
+            raise UserError(f"metric {name!r} reads source probabilities, not features; allowed here: "
+                            f"{', '.join(m.name for m in METRICS.values() if m.needs == FEATURES)}")
+        t = time.perf_counter()
+        if metric.name in _CENTRED_SVD:
+            svd = svd or CentredSVD.of(features)
+            value = _CENTRED_SVD[metric.name](features, labels, svd)
+        else:
+            value = metric(features, labels)
+        out[metric.name] = (float(value), time.perf_counter() - t)
+    return out
+
