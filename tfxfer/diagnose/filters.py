@@ -265,6 +265,8 @@ def diagnose_filters(run_dirs, out: str | Path | None = None, thresholds: Thresh
 
     check_positive(batch_size=batch_size, **({"max_images": max_images} if max_images is not None else {}))
     runs = [load_run(d, float32=True) for d in run_dirs]  # every bad directory fails before anything is written
+    for run in runs:
+        run.require_registry("diagnose filters")
     healths = []
     for run in runs:
         health = run_health(run, thresholds, max_images, seed, batch_size)

@@ -134,6 +134,7 @@ def draw_invariance(run_dir: str | Path, images, ranges: Ranges = Ranges(), labe
     """Fig. 5 for the image files, all in one <out>/invariance.png."""
     check_positive(batch_size=batch_size)
     run = load_run(run_dir, float32=True)
+    run.require_registry("visualize invariance")
     ranges.amounts(run.spec.input_size)  # bad ranges are refused before anything is computed or written
     xs, names, labels = open_images(run, images, label)
     written = {"invariance": invariance_figure(run, xs, names, labels, ranges, batch_size,

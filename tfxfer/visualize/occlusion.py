@@ -145,6 +145,7 @@ def draw_occlusion(run_dir: str | Path, images, size: int, stride: int, label: s
     """Fig. 7 for each image file: one row per image in <out>/occlusion.png."""
     check_positive(size=size, stride=stride, batch_size=batch_size)
     run = load_run(run_dir, float32=True)
+    run.require_registry("visualize occlusion")
     xs, names, labels = open_images(run, images, label)
     written = {"occlusion": occlusion_figure(run, xs, names, labels, size, stride, batch_size,
                                              output_dir(run, out) / "occlusion.png")}
