@@ -38,6 +38,12 @@ def run_layers(run, layers: list[str] | None, classifier: bool = False) -> list[
     return probe_layers(layers, names if classifier else names[:-1], names)
 
 
+def layer_axis(info: dict) -> tuple[str, ...]:
+    """The layers of a probe's or score's run (its info's "layers"), in order, the classifier last:
+    the "layer" axis of its tables and figures (conv1..fc8 in an info written before they were recorded)."""
+    return tuple(info.get("layers", LAYER_NAMES))
+
+
 def check_view(view: str) -> str:
     if view not in VIEWS:
         raise UserError(f"view {view!r} unknown; allowed: {', '.join(VIEWS)}")

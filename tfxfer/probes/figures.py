@@ -30,7 +30,7 @@ def _finish(fig, axes, info: dict, path: Path) -> Path:
 
 def accuracy_vs_k(summary, ks: list[int], info: dict, path: Path) -> Path:
     """Fig. 9's shape: accuracy against training images per class, one line per layer, per classifier."""
-    from tfxfer.probes.probe import layer_axis
+    from tfxfer.probes.features import layer_axis
 
     axis = layer_axis(info)
     groups, scratch, fig, axes = _panels(summary)
@@ -52,7 +52,7 @@ def accuracy_vs_k(summary, ks: list[int], info: dict, path: Path) -> Path:
 
 def accuracy_vs_layer(summary, ks: list[int], info: dict, path: Path) -> Path:
     """Table 7 as a plot: accuracy against layer, one line per k, per classifier; scratch as dashed levels."""
-    from tfxfer.probes.probe import layer_axis
+    from tfxfer.probes.features import layer_axis
 
     axis = layer_axis(info)
     groups, scratch, fig, axes = _panels(summary)

@@ -19,7 +19,7 @@ import numpy as np
 
 from tfxfer.atomic import atomic_write_text
 from tfxfer.errors import UserError, names_list
-from tfxfer.probes.features import check_view, feature_source, run_layers
+from tfxfer.probes.features import check_view, feature_source, layer_axis, run_layers
 from tfxfer.probes.linear import parse_classifiers, probe_accuracy
 from tfxfer.probes.targets import draw_fold, fold_seed, resolve_target
 
@@ -147,13 +147,6 @@ def summarize(rows: list[dict]) -> dict[tuple[str, str], dict[int, tuple[float, 
         groups.setdefault((r["classifier"], r["layer"]), {}).setdefault(r["k"], []).append(r["accuracy"])
     return {key: {k: (float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else float("nan"), len(v))
                   for k, v in by_k.items()} for key, by_k in groups.items()}
-
-
-def layer_axis(info: dict) -> tuple[str, ...]:
-    """The probed run's layers, in order (conv1..fc8 in an info written before they were recorded)."""
-    from tfxfer.models import LAYER_NAMES
-
-    return tuple(info.get("layers", LAYER_NAMES))
 
 
 def row_label(classifier: str, layer: str, axis: tuple[str, ...]) -> str:

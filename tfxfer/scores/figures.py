@@ -18,7 +18,7 @@ def rescale(values) -> np.ndarray:
 
 def score_vs_layer(rows: list[dict], info: dict, probe: tuple[str, dict[str, float]] | None, path: Path) -> Path:
     """Each per-layer metric, rescaled to [0, 1], against layer; the probe's accuracy beside it."""
-    from tfxfer.probes.probe import layer_axis
+    from tfxfer.probes.features import layer_axis
 
     axis = layer_axis(info)
     per_layer: dict[str, dict[str, float]] = {}

@@ -168,7 +168,7 @@ def read_scores(path: str | Path) -> list[dict]:
 
 
 def table(rows: list[dict], info: dict) -> str:
-    from tfxfer.probes.probe import layer_axis
+    from tfxfer.probes.features import layer_axis
 
     """One row per metric, one column per layer; LEEP/NCE in the classifier's column (fc8, logits)."""
     axis = layer_axis(info)
