@@ -392,7 +392,7 @@ def test_probe_of_a_model_file_run_over_its_cuts(trained, tmp_path):
 
 
 @pytest.mark.parametrize("args", [
-    ["similarity", "{run}", "{run}"], ["diagnose", "filters", "{run}"], ["visualize", "filters", "{run}"],
+    ["similarity", "{run}", "{run}"], ["visualize", "filters", "{run}"],
     ["visualize", "occlusion", "{run}", "{image}"], ["visualize", "invariance", "{run}", "{image}"],
     ["visualize", "deconv", "{run}"], ["probe", "{run}", "--scratch"],
 ])
@@ -408,3 +408,36 @@ def test_commands_that_read_conv1_to_fc8_refuse_a_model_file_run_in_one_line(arg
     assert code == 2 and len(lines) == 1 and lines[0].startswith("tfxfer: error: "), err
     assert "model file small.keras" in lines[0] or "--scratch" in lines[0], lines[0]
     assert not (tmp_path / "out").exists() and not (run_dir / "diagnose").exists()
+
+
+def test_diagnose_filters_reads_the_first_rgb_conv_of_a_model_file_run(trained, tmp_path, capsys):
+    import csv
+    import types
+
+    from tfxfer.diagnose.filters import first_conv, rms
+
+    config, records = trained
+    run_dir = Path(config.out) / records["AnB"]["run_id"]
+    code, out, err = cli(capsys, "diagnose", "filters", run_dir, "--out", tmp_path / "diag")
+    assert code == 0, err
+    assert f"{records['AnB']['run_id']} (file:small.keras stem, 6 filters 3x3): dead 0" in out
+    rows = list(csv.DictReader(open(tmp_path / "diag" / records["AnB"]["run_id"] / "filters.csv")))
+    finished = load_run(run_dir)
+    base = external.load_base_model(config.base_model)
+    kernel = np.asarray(base.get_layer("stem").kernel)  # frozen: the file's own filters
+    assert len(rows) == 6
+    np.testing.assert_allclose(sorted(float(r["rms"]) for r in rows), sorted(rms(kernel)), rtol=1e-4)
+    # The activation test: each filter's mean ReLU output over the run's own task test images.
+    x, _ = finished.test_images()
+    want = np.maximum(np.asarray(base.get_layer("stem")(finished.inputs(x))), 0).mean(axis=(0, 1, 2))
+    got = {int(r["filter"]): float(r["mean_activation"]) for r in rows}
+    np.testing.assert_allclose([got[i] for i in range(6)], want, rtol=1e-4)
+    # A base with no Conv2D on the RGB input: one line naming why.
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.DepthwiseConv2D(3, padding="same", depth_multiplier=2, name="dw")(inputs)  # 6 channels on
+    keras.Model(inputs, keras.layers.Conv2D(4, 1, name="pw")(x)).save(tmp_path / "dw.keras")
+    cfg = resolve_base_model(tiny_config(tmp_path, base_model={"path": str(tmp_path / "dw.keras"), "cuts": ["pw"]}))
+    net = build(cfg, "AnB", 1, 3)
+    with pytest.raises(UserError, match=r"a Conv2D on the RGB input \(kernel \[k, k, 3, F\]\); r1's copied "
+                                        r"layers of file:dw.keras have none"):
+        first_conv(types.SimpleNamespace(model=net, run_id="r1", record={"arch": "file:dw.keras"}))
