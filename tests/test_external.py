@@ -393,7 +393,6 @@ def test_probe_of_a_model_file_run_over_its_cuts(trained, tmp_path):
 
 @pytest.mark.parametrize("args", [
     ["similarity", "{run}", "{run}"], ["visualize", "filters", "{run}"],
-    ["visualize", "occlusion", "{run}", "{image}"], ["visualize", "invariance", "{run}", "{image}"],
     ["visualize", "deconv", "{run}"], ["probe", "{run}", "--scratch"],
 ])
 def test_commands_that_read_conv1_to_fc8_refuse_a_model_file_run_in_one_line(args, trained, tmp_path, capsys):
@@ -441,3 +440,31 @@ def test_diagnose_filters_reads_the_first_rgb_conv_of_a_model_file_run(trained, 
     with pytest.raises(UserError, match=r"a Conv2D on the RGB input \(kernel \[k, k, 3, F\]\); r1's copied "
                                         r"layers of file:dw.keras have none"):
         first_conv(types.SimpleNamespace(model=net, run_id="r1", record={"arch": "file:dw.keras"}))
+
+
+def test_occlusion_and_invariance_of_a_model_file_run_follow_its_cuts(trained, tmp_path):
+    import types
+
+    from tfxfer.visualize.invariance import Ranges, invariance_curves
+    from tfxfer.visualize.occlusion import feature_layer, occlusion_maps
+
+    config, records = trained
+    finished = load_run(Path(config.out) / records["AnB"]["run_id"], float32=True)
+    x = finished.inputs(np.random.default_rng(2).integers(0, 256, (2, SIZE, SIZE, 3), dtype=np.uint8))
+    # Occlusion follows the deepest feature map among its cuts (add, 16x16x6) instead of conv5.
+    assert feature_layer(finished) == "add"
+    maps = occlusion_maps(finished, x[0], None, size=4, stride=4, batch_size=64)
+    base = external.truncate(external.load_base_model(config.base_model), "add")
+    want = np.asarray(base(x[:1], training=False))[0]
+    assert maps.feature_map == int(np.argmax(want.max(axis=(0, 1)))) and maps.activation.shape == (4, 4)
+    assert maps.unoccluded_activation == pytest.approx(want[..., maps.feature_map].sum(), rel=1e-4)
+    with pytest.raises(UserError, match="r1's cuts fc are all vectors"):
+        feature_layer(types.SimpleNamespace(from_file=True, run_id="r1", cuts=("fc",),
+                                            output=lambda n: np.zeros((1, 8))))
+    # Invariance follows its first and last feature layers (block/bn, head1) instead of conv1 and fc7.
+    amounts, curves = invariance_curves(finished, x, [None, None], Ranges(steps=3), batch_size=64)
+    assert set(curves["rotate"]) == {"block/bn", "head1", "probability"}
+    zero = list(amounts["rotate"]).index(0.0)
+    assert curves["rotate"]["block/bn"].shape == (2, 3)
+    np.testing.assert_allclose(curves["rotate"]["block/bn"][:, zero], 0, atol=1e-4)
+    assert (curves["translate"]["head1"] >= 0).all() and curves["scale"]["block/bn"].max() > 0
