@@ -394,14 +394,17 @@ def test_probe_of_a_model_file_run_over_its_cuts(trained, tmp_path):
 @pytest.mark.parametrize("args", [
     ["similarity", "{run}", "{run}"], ["visualize", "filters", "{run}"],
     ["visualize", "deconv", "{run}"], ["probe", "{run}", "--scratch"],
+    ["diagnose", "correspondence", "{run}", "--images", "{dir}", "--parts", "{dir}/parts.yaml"],
 ])
 def test_commands_that_read_conv1_to_fc8_refuse_a_model_file_run_in_one_line(args, trained, tmp_path, capsys):
     from PIL import Image
 
     config, records = trained
     run_dir = Path(config.out) / records["AnB"]["run_id"]
-    Image.fromarray(np.zeros((SIZE, SIZE, 3), np.uint8)).save(tmp_path / "x.png")
-    code, _, err = cli(capsys, *[a.format(run=run_dir, image=tmp_path / "x.png") for a in args],
+    for name in ("x.png", "y.png"):
+        Image.fromarray(np.zeros((SIZE, SIZE, 3), np.uint8)).save(tmp_path / name)
+    (tmp_path / "parts.yaml").write_text("x.png: {eye: [0, 0, 4, 4]}\ny.png: {eye: [1, 1, 5, 5]}\n")
+    code, _, err = cli(capsys, *[a.format(run=run_dir, image=tmp_path / "x.png", dir=tmp_path) for a in args],
                        "--out", tmp_path / "out")
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and lines[0].startswith("tfxfer: error: "), err
