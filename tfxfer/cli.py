@@ -488,7 +488,8 @@ def diagnose():
 @batch_size_option(256)
 def diagnose_filters(run_dirs, out, dead_norm, dead_activation, max_images, no_data, seed, batch_size):
     """conv1 filter health per run: RMS, spectral energy in low/mid/high bands, dead filters, filters
-    above the renormalization radius (arch.renorm_radius, else 0.1).
+    above the renormalization radius (arch.renorm_radius, else 0.1). A run whose base is a model file:
+    the first Conv2D on the RGB input among its copied layers.
 
     Bands by radial frequency r of the filter's 2-D DFT, in cycles per pixel: low r < 1/6 (with the
     mean colour), mid 1/6 <= r < 1/3, high r >= 1/3. Writes filters.csv (one row per filter) and
