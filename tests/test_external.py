@@ -327,3 +327,147 @@ def test_a_model_file_run_resumes_from_its_checkpoint_as_if_uninterrupted(tmp_pa
     assert resumed["epochs"] == 2 and resumed["top1"] == straight["top1"]
     again = [np.array(w) for w in load_run(run_dir).model.weights]
     assert all(np.allclose(a, b, atol=1e-6) for a, b in zip(weights, again))
+
+
+# --- analyses of a model-file run (score, probe; the commands that read conv1..fc8 refuse it) -------
+
+def file_features(config, cut, finished, x):
+    """The base file's own layers up to `cut` (a frozen AnB keeps them as saved) on the run's inputs, pooled."""
+    base = external.truncate(external.load_base_model(config.base_model), cut)
+    return np.mean(base(finished.inputs(x), training=False), axis=(1, 2))
+
+
+def test_score_of_a_model_file_run_reads_its_cuts_head_and_logits(trained, tmp_path, capsys):
+    from tfxfer.probes.targets import resolve_target
+    from tfxfer.scores.metrics import get_metric
+    from tfxfer.scores.score import read_scores, softmax
+
+    config, records = trained
+    run_dir = Path(config.out) / records["AnB"]["run_id"]
+    code, out, err = cli(capsys, "score", run_dir, "--dataset", "B", "--metric", "hscore,leep", "--quiet",
+                         "--out", tmp_path / "score")
+    assert code == 0, err
+    rows = {(r["metric"], r["layer"]): r for r in read_scores(tmp_path / "score" / "score.csv")}
+    # Its layers: the cuts its copied layers reach (1 block/bn, 2 add), the head, LEEP on the logits.
+    assert sorted(rows) == sorted([("hscore", "block/bn"), ("hscore", "add"), ("hscore", "head1"),
+                                   ("leep", "logits")])
+    assert [rows["hscore", n]["layer_index"] for n in ("block/bn", "add", "head1")] == [1, 2, 3]
+    assert rows["leep", "logits"]["layer_index"] == 4 and rows["hscore", "head1"]["dim"] == 8
+    finished = load_run(run_dir)
+    target = resolve_target(finished, "B")
+    x, y = target.train_x, target.train_y  # fewer than --max-images: all of them
+    for cut in ("block/bn", "add"):
+        want = get_metric("hscore")(file_features(config, cut, finished, x), y)
+        assert rows["hscore", cut]["score"] == pytest.approx(want, rel=1e-4)
+    want = get_metric("leep")(softmax(finished.model(finished.inputs(x), training=False)), y)
+    assert rows["leep", "logits"]["score"] == pytest.approx(want, rel=1e-4)
+    assert "| metric | 1 block/bn | 2 add | 3 head1 | 4 logits |" in (tmp_path / "score" / "score.md").read_text()
+    code, _, err = cli(capsys, "score", run_dir, "--layers", "conv1", "--out", tmp_path / "bad")
+    assert code == 2 and "allowed: one or more of block/bn, add, head1" in err and not (tmp_path / "bad").exists()
+
+
+def test_probe_of_a_model_file_run_over_its_cuts(trained, tmp_path):
+    from tfxfer.probes import probe
+    from tfxfer.probes.linear import probe_accuracy
+    from tfxfer.probes.targets import draw_fold, fold_seed, resolve_target
+
+    config, records = trained
+    run_dir = Path(config.out) / records["AnB"]["run_id"]
+    probe(run_dir, dataset="A", classifiers=["softmax"], per_class=[2], folds=1, view="avg", verbose=False,
+          out=tmp_path / "probe")
+    import csv
+
+    rows = {r["layer"]: r for r in csv.DictReader(open(tmp_path / "probe" / "probe.csv"))}
+    assert list(rows) == ["block/bn", "add", "head1"]
+    assert [rows[n]["layer_index"] for n in rows] == ["1", "2", "3"] and rows["add"]["dim"] == "6"
+    finished = load_run(run_dir)
+    target = resolve_target(finished, "A")
+    fold = draw_fold(target, 2, fold_seed(0, 0), 0, 50)
+    (train_x, train_y), (test_x, test_y) = target.images("train"), target.images("test")
+    acc, _ = probe_accuracy("softmax", file_features(config, "add", finished, train_x[fold.train]),
+                            train_y[fold.train], file_features(config, "add", finished, test_x[fold.test]),
+                            test_y[fold.test], len(target.class_names), fold.seed)
+    assert float(rows["add"]["accuracy"]) == pytest.approx(acc, abs=1e-5)
+    assert "| softmax (2) add |" in (tmp_path / "probe" / "probe.md").read_text()
+
+
+@pytest.mark.parametrize("args", [
+    ["similarity", "{run}", "{run}"], ["visualize", "filters", "{run}"],
+    ["visualize", "deconv", "{run}"], ["probe", "{run}", "--scratch"],
+    ["diagnose", "correspondence", "{run}", "--images", "{dir}", "--parts", "{dir}/parts.yaml"],
+])
+def test_commands_that_read_conv1_to_fc8_refuse_a_model_file_run_in_one_line(args, trained, tmp_path, capsys):
+    from PIL import Image
+
+    config, records = trained
+    run_dir = Path(config.out) / records["AnB"]["run_id"]
+    for name in ("x.png", "y.png"):
+        Image.fromarray(np.zeros((SIZE, SIZE, 3), np.uint8)).save(tmp_path / name)
+    (tmp_path / "parts.yaml").write_text("x.png: {eye: [0, 0, 4, 4]}\ny.png: {eye: [1, 1, 5, 5]}\n")
+    code, _, err = cli(capsys, *[a.format(run=run_dir, image=tmp_path / "x.png", dir=tmp_path) for a in args],
+                       "--out", tmp_path / "out")
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("tfxfer: error: "), err
+    assert "model file small.keras" in lines[0] or "--scratch" in lines[0], lines[0]
+    assert not (tmp_path / "out").exists() and not (run_dir / "diagnose").exists()
+
+
+def test_diagnose_filters_reads_the_first_rgb_conv_of_a_model_file_run(trained, tmp_path, capsys):
+    import csv
+    import types
+
+    from tfxfer.diagnose.filters import first_conv, rms
+
+    config, records = trained
+    run_dir = Path(config.out) / records["AnB"]["run_id"]
+    code, out, err = cli(capsys, "diagnose", "filters", run_dir, "--out", tmp_path / "diag")
+    assert code == 0, err
+    assert f"{records['AnB']['run_id']} (file:small.keras stem, 6 filters 3x3): dead 0" in out
+    rows = list(csv.DictReader(open(tmp_path / "diag" / records["AnB"]["run_id"] / "filters.csv")))
+    finished = load_run(run_dir)
+    base = external.load_base_model(config.base_model)
+    kernel = np.asarray(base.get_layer("stem").kernel)  # frozen: the file's own filters
+    assert len(rows) == 6
+    np.testing.assert_allclose(sorted(float(r["rms"]) for r in rows), sorted(rms(kernel)), rtol=1e-4)
+    # The activation test: each filter's mean ReLU output over the run's own task test images.
+    x, _ = finished.test_images()
+    want = np.maximum(np.asarray(base.get_layer("stem")(finished.inputs(x))), 0).mean(axis=(0, 1, 2))
+    got = {int(r["filter"]): float(r["mean_activation"]) for r in rows}
+    np.testing.assert_allclose([got[i] for i in range(6)], want, rtol=1e-4)
+    # A base with no Conv2D on the RGB input: one line naming why.
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.DepthwiseConv2D(3, padding="same", depth_multiplier=2, name="dw")(inputs)  # 6 channels on
+    keras.Model(inputs, keras.layers.Conv2D(4, 1, name="pw")(x)).save(tmp_path / "dw.keras")
+    cfg = resolve_base_model(tiny_config(tmp_path, base_model={"path": str(tmp_path / "dw.keras"), "cuts": ["pw"]}))
+    net = build(cfg, "AnB", 1, 3)
+    with pytest.raises(UserError, match=r"a Conv2D on the RGB input \(kernel \[k, k, 3, F\]\); r1's copied "
+                                        r"layers of file:dw.keras have none"):
+        first_conv(types.SimpleNamespace(model=net, run_id="r1", record={"arch": "file:dw.keras"}))
+
+
+def test_occlusion_and_invariance_of_a_model_file_run_follow_its_cuts(trained, tmp_path):
+    import types
+
+    from tfxfer.visualize.invariance import Ranges, invariance_curves
+    from tfxfer.visualize.occlusion import feature_layer, occlusion_maps
+
+    config, records = trained
+    finished = load_run(Path(config.out) / records["AnB"]["run_id"], float32=True)
+    x = finished.inputs(np.random.default_rng(2).integers(0, 256, (2, SIZE, SIZE, 3), dtype=np.uint8))
+    # Occlusion follows the deepest feature map among its cuts (add, 16x16x6) instead of conv5.
+    assert feature_layer(finished) == "add"
+    maps = occlusion_maps(finished, x[0], None, size=4, stride=4, batch_size=64)
+    base = external.truncate(external.load_base_model(config.base_model), "add")
+    want = np.asarray(base(x[:1], training=False))[0]
+    assert maps.feature_map == int(np.argmax(want.max(axis=(0, 1)))) and maps.activation.shape == (4, 4)
+    assert maps.unoccluded_activation == pytest.approx(want[..., maps.feature_map].sum(), rel=1e-4)
+    with pytest.raises(UserError, match="r1's cuts fc are all vectors"):
+        feature_layer(types.SimpleNamespace(from_file=True, run_id="r1", cuts=("fc",),
+                                            output=lambda n: np.zeros((1, 8))))
+    # Invariance follows its first and last feature layers (block/bn, head1) instead of conv1 and fc7.
+    amounts, curves = invariance_curves(finished, x, [None, None], Ranges(steps=3), batch_size=64)
+    assert set(curves["rotate"]) == {"block/bn", "head1", "probability"}
+    zero = list(amounts["rotate"]).index(0.0)
+    assert curves["rotate"]["block/bn"].shape == (2, 3)
+    np.testing.assert_allclose(curves["rotate"]["block/bn"][:, zero], 0, atol=1e-4)
+    assert (curves["translate"]["head1"] >= 0).all() and curves["scale"]["block/bn"].max() > 0

@@ -199,7 +199,7 @@ def test_scratch_row_trains_through_the_core_loop_once(tmp_path, runs):
 
 @pytest.mark.parametrize("args, message", [
     (["--per-class", "61"], "per_class 61 is too many for synthetic task B"),
-    (["--layers", "conv9"], "Invalid value for '--layers': 'conv9' is not one of 'conv1', "),
+    (["--layers", "conv9"], "layers 'conv9' invalid; allowed: one or more of conv1, conv2, "),  # the run checks
     (["--classifier", "knn"], "Invalid value for '--classifier': 'knn' is not one of 'softmax', 'svm'"),
     (["--folds", "0"], "Invalid value for '--folds': 0 is not in the range x>=1"),
     (["--dataset", "C"], "dataset 'C' is unknown"),

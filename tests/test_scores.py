@@ -50,7 +50,7 @@ def test_scores_of_every_layer_match_the_metrics_on_the_same_features(tmp_path, 
 
 @pytest.mark.parametrize("args, message", [
     (["--metric", "fid"], "Invalid value for '--metric': 'fid' is not one of 'logme', 'leep'"),
-    (["--layers", "conv9"], "Invalid value for '--layers': 'conv9' is not one of 'conv1', "),
+    (["--layers", "conv9"], "layers 'conv9' invalid; allowed: one or more of conv1, conv2, "),  # the run checks
     (["--dataset", "C"], "dataset 'C' is unknown"),
     (["--max-images", "1"], "Invalid value for '--max-images': 1 is not in the range x>=2"),
 ])

@@ -12,6 +12,7 @@ from tfxfer.cli_options import (
     POSITIVE,
     QUIET,
     RUN_DIR,
+    RUN_LAYERS,
     SERVER,
     TARGET,
     TREATMENT_N,
@@ -384,7 +385,8 @@ def features(images, dataset, data_path, data_dir, part, per_class, server, mode
 @cli.command()
 @RUN_DIR
 @TARGET
-@click.option("--layers", type=LAYERS, help="Comma-separated layers to probe (default: conv1..fc7).")
+@click.option("--layers", type=RUN_LAYERS, help="Comma-separated layers to probe (default: conv1..fc7; a "
+                                                "model-file run's: its cuts and head).")
 @click.option("--classifier", "classifiers", type=CommaList(Names("tfxfer.probes.linear:CLASSIFIERS"), "CLASSIFIER"),
               default="softmax,svm", show_default=True,
               help="softmax (multinomial logistic regression) and/or svm (linear SVM).")
@@ -417,7 +419,8 @@ def probe(run_dir, quiet, server, model, version, export_path, **options):
 @cli.command()
 @RUN_DIR
 @TARGET
-@click.option("--layers", type=LAYERS, help="Comma-separated layers to score (default: conv1..fc7).")
+@click.option("--layers", type=RUN_LAYERS, help="Comma-separated layers to score (default: conv1..fc7; a "
+                                                "model-file run's: its cuts and head).")
 @click.option("--metric", "metrics", type=CommaList(Names("tfxfer.scores.metrics:METRICS"), "METRIC"),
               help="Comma-separated: logme, leep, nce, hscore, hscore-lw, transrate (default: all).")
 @click.option("--max-images", type=click.IntRange(min=2), default=2000, show_default=True,
@@ -485,7 +488,8 @@ def diagnose():
 @batch_size_option(256)
 def diagnose_filters(run_dirs, out, dead_norm, dead_activation, max_images, no_data, seed, batch_size):
     """conv1 filter health per run: RMS, spectral energy in low/mid/high bands, dead filters, filters
-    above the renormalization radius (arch.renorm_radius, else 0.1).
+    above the renormalization radius (arch.renorm_radius, else 0.1). A run whose base is a model file:
+    the first Conv2D on the RGB input among its copied layers.
 
     Bands by radial frequency r of the filter's 2-D DFT, in cycles per pixel: low r < 1/6 (with the
     mean colour), mid 1/6 <= r < 1/3, high r >= 1/3. Writes filters.csv (one row per filter) and

@@ -52,6 +52,8 @@ class CommaList(click.ParamType):
 
 TREATMENT = Names("tfxfer.treatments:TREATMENTS", metavar="TREATMENT")
 LAYERS = CommaList(Names("tfxfer.models:LAYER_NAMES"), "LAYER")
+# Layers each run checks against its own (a model-file run's are its base model's cut names, head, logits).
+RUN_LAYERS = CommaList(click.STRING, "LAYER")
 POSITIVE = click.IntRange(min=1)
 
 

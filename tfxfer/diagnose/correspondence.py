@@ -205,6 +205,7 @@ def diagnose_correspondence(run_dir, images_dir, parts_file, layers=DEFAULT_LAYE
     images = read_images([images_dir / name for name in parts.images])
     check_boxes(parts, images)
     run = load_run(run_dir, float32=True)
+    run.require_registry("diagnose correspondence")
     layers = check_layers(run.model, layers)
     rows = correspondence(run, images, parts, layers, draws, seed, batch_size)
     out = Path(out) if out is not None else run.run_dir / "diagnose" / "correspondence"

@@ -95,6 +95,7 @@ class FilterHealth:
     # Pearson correlation of the kernel with the one it was initialized as (base nets: rebuilt from
     # their seed); near 1, the layer has hardly trained, and its spectrum says little.
     init_correlation: float | None = None
+    layer: str = "conv1"  # the layer diagnosed (a model-file run's: its base model's first RGB Conv2D)
 
     @property
     def dead(self) -> np.ndarray:
@@ -134,7 +135,7 @@ class FilterHealth:
         if self.dead_by_activation is not None:
             how += f"; mean activation < {self.thresholds.dead_activation:g} x median over {self.images}: " \
                    f"{s['dead_by_activation']}"
-        return (f"{s['run_id']} ({s['arch']} conv1, {s['filters']} filters {s['kernel']}): dead {s['dead']} ({how}); "
+        return (f"{s['run_id']} ({s['arch']} {self.layer}, {s['filters']} filters {s['kernel']}): dead {s['dead']} ({how}); "
                 f"live filters by dominant band low/mid/high {s['dominant_low']}/{s['dominant_mid']}/"
                 f"{s['dominant_high']}, mean mid-frequency share {s['mean_mid_share']:.3f}; "
                 f"RMS above radius {s['radius']:g}: {s['above_radius']}"
@@ -177,11 +178,20 @@ def analyze_kernel(kernel: np.ndarray, run_id: str = "", arch: str = "", thresho
 def mean_activations(model, batches) -> np.ndarray:
     """[F] mean ReLU output of each conv1 filter over batches of network inputs (before pooling)."""
     block = model.get_layer("conv1")
+
+    def maps():
+        for x in batches:
+            a = block.conv(block.pad(x) if block.pad is not None else x)
+            if block.bn is not None:  # the ReLU comes after the batch norm
+                a = block.relu(block.bn(a, training=False))
+            yield a
+    return channel_means(maps())
+
+
+def channel_means(maps) -> np.ndarray:
+    """[F] mean of each channel over an iterable of [b, H, W, F] maps."""
     total, count = 0.0, 0
-    for x in batches:
-        a = block.conv(block.pad(x) if block.pad is not None else x)
-        if block.bn is not None:  # the ReLU comes after the batch norm
-            a = block.relu(block.bn(a, training=False))
+    for a in maps:
         total = total + np.asarray(a, np.float64).sum(axis=(0, 1, 2))
         count += int(np.prod(a.shape[:3]))
     return total / count
@@ -193,14 +203,52 @@ def run_health(run, thresholds: Thresholds | None = None, max_images: int | None
     most that many of its own task's test images (a seeded subset)."""
     radius = run.config.arch.renorm_radius or DEFAULT_RADIUS
     thresholds = dataclasses.replace(thresholds or Thresholds(), radius=radius)
-    kernel = run.model.get_layer("conv1").get_weights()[0]
+    if run.from_file:
+        layer, conv = first_conv(run)
+        kernel = np.asarray(conv.kernel)
+    else:
+        layer, kernel = "conv1", run.model.get_layer("conv1").get_weights()[0]
     activation, source = None, None
     if max_images is not None:
         images, source = run.test_images(max_images=max_images, seed=seed)
-        activation = mean_activations(run.model, run.batches(images, batch_size, "conv1 activations"))
-    arch = run.config.arch.name + (f" {run.config.arch.variant}" if run.config.arch.variant else "")
+        batches = run.batches(images, batch_size, f"{layer} activations")
+        activation = (file_mean_activations(run, layer, batches) if run.from_file
+                      else mean_activations(run.model, batches))
+    arch = run.record["arch"] if run.from_file else \
+        run.config.arch.name + (f" {run.config.arch.variant}" if run.config.arch.variant else "")
     health = analyze_kernel(kernel, run.record["run_id"], arch, thresholds, activation, source)
-    return dataclasses.replace(health, init_correlation=init_correlation(run))
+    return dataclasses.replace(health, init_correlation=None if run.from_file else init_correlation(run),
+                               layer=layer)
+
+
+def first_conv(run):
+    """(name, layer) of the first Conv2D on the RGB input (kernel [k, k, 3, F]) among a model-file
+    run's copied layers (outer/inner inside a nested model); a UserError naming why when there is none."""
+    import keras
+
+    from tfxfer.models import external
+
+    trunk = run.model.get_layer(external.TRUNK)
+    for point in external.cut_points(trunk):
+        layer = trunk
+        for part in point.name.split("/"):
+            layer = layer.get_layer(part)
+        # Conv2D exactly: depthwise and separable convolutions have no [k, k, 3, F] filters to read.
+        if type(layer) is keras.layers.Conv2D and layer.kernel.shape[2] == 3:
+            return point.name, layer
+    raise UserError(f"diagnose filters reads the filters of a Conv2D on the RGB input (kernel [k, k, 3, F]); "
+                    f"{run.run_id}'s copied layers of {run.record['arch']} have none")
+
+
+def file_mean_activations(run, layer: str, batches) -> np.ndarray:
+    """[F] mean ReLU of each filter's output (the Conv2D's own output, with its activation; batch
+    norm after it, if any, not applied) over batches of network inputs, for a model-file run."""
+    import keras
+
+    from tfxfer.models import external
+
+    model = keras.Model(run.model.input, external.cut_output(run.model, f"{external.TRUNK}/{layer}"))
+    return channel_means(np.maximum(model(x, training=False), 0.0) for x in batches)
 
 
 def init_correlation(run) -> float | None:
@@ -221,7 +269,7 @@ def health_figure(health: FilterHealth, path: str | Path) -> Path:
     band shares as a stacked bar in the same order."""
     order = health.order()
     fig = new_figure(12, 5)
-    fig.suptitle(f"{health.run_id}: conv1 filters sorted by spectral centroid (dead last)", fontsize=10)
+    fig.suptitle(f"{health.run_id}: {health.layer} filters sorted by spectral centroid (dead last)", fontsize=10)
     left, right = fig.subplots(1, 2, width_ratios=[1, 1.4])
     left.imshow(filter_grid(health.kernel[..., order])[0], interpolation="nearest")
     left.set_axis_off()
@@ -265,6 +313,9 @@ def diagnose_filters(run_dirs, out: str | Path | None = None, thresholds: Thresh
 
     check_positive(batch_size=batch_size, **({"max_images": max_images} if max_images is not None else {}))
     runs = [load_run(d, float32=True) for d in run_dirs]  # every bad directory fails before anything is written
+    for run in runs:
+        if run.from_file:
+            first_conv(run)
     healths = []
     for run in runs:
         health = run_health(run, thresholds, max_images, seed, batch_size)

@@ -45,7 +45,7 @@ def feature_model(finished: FinishedRun, layers: list[str], conv: str = "avg") -
     model = finished.model
     outputs = {}
     for name in layers:
-        x = model.get_layer(name).output
+        x = finished.output(name)
         if len(x.shape) == 4:
             x = keras.ops.mean(x, axis=(1, 2)) if conv == "avg" else keras.layers.Flatten()(x)
         # Mixed-precision runs compute in (b)float16; served features are float32 regardless.

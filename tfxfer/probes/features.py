@@ -26,8 +26,22 @@ VIEWS = CONV_REDUCTIONS
 PROBE_LAYERS = LAYER_NAMES[:-1]  # conv1..fc7: Zeiler & Fergus's layers 1-7
 
 
-def probe_layers(layers: list[str] | None, default=PROBE_LAYERS) -> list[str]:
-    return list(default) if layers is None else parse_layers(layers)
+def probe_layers(layers: list[str] | None, default=PROBE_LAYERS, allowed=LAYER_NAMES) -> list[str]:
+    return list(default) if layers is None else parse_layers(layers, tuple(allowed))
+
+
+def run_layers(run, layers: list[str] | None, classifier: bool = False) -> list[str]:
+    """`layers` checked against the run's own (`FinishedRun.layer_names`: conv1..fc8, or a model
+    file's cuts, head and logits), in network order; None: all of them, the classifier only if
+    `classifier` (conv1..fc7 for a registry network)."""
+    names = run.layer_names
+    return probe_layers(layers, names if classifier else names[:-1], names)
+
+
+def layer_axis(info: dict) -> tuple[str, ...]:
+    """The layers of a probe's or score's run (its info's "layers"), in order, the classifier last:
+    the "layer" axis of its tables and figures (conv1..fc8 in an info written before they were recorded)."""
+    return tuple(info.get("layers", LAYER_NAMES))
 
 
 def check_view(view: str) -> str:
@@ -42,6 +56,12 @@ def reduce_map(x: np.ndarray, view: str) -> np.ndarray:
     if x.ndim == 4 and view == "avg":
         return x.mean(axis=(1, 2))
     return x.reshape(len(x), -1)
+
+
+def concatenated(batches, layers) -> dict[str, np.ndarray]:
+    """{layer: [N, D]} of an iterable of {layer: [b, D]} batches."""
+    parts = list(batches)
+    return {name: np.concatenate([p[name] for p in parts]) for name in layers}
 
 
 class ModelSource:
@@ -69,6 +89,8 @@ class ModelSource:
         from tfxfer.training.prefix_cache import cache_dir, prefix_outputs
 
         run, spec = self.run, self.run.spec
+        if run.from_file:  # the cache is keyed by conv1..fc8's weights: a model file's features are computed
+            return concatenated(self.batches(images, layers, batch_size), layers)
         views = fixed_views(input_size=spec.input_size, resize_size=spec.resize_size)  # the centre crop
         out = {}
         for name in sorted(layers, key=LAYER_NAMES.index):
@@ -103,8 +125,7 @@ class ExportSource:
 
     def features(self, images: np.ndarray, layers, batch_size: int = 256) -> dict[str, np.ndarray]:
         """{layer: float32 [N, D]} of `images` (not cached: a served model's weights are out of sight)."""
-        parts = list(self.batches(images, layers, batch_size))
-        return {name: np.concatenate([p[name] for p in parts]) for name in layers}
+        return concatenated(self.batches(images, layers, batch_size), layers)
 
 
 def feature_source(run, view: str, server: str | None = None, model: str | None = None,

@@ -30,6 +30,9 @@ def _finish(fig, axes, info: dict, path: Path) -> Path:
 
 def accuracy_vs_k(summary, ks: list[int], info: dict, path: Path) -> Path:
     """Fig. 9's shape: accuracy against training images per class, one line per layer, per classifier."""
+    from tfxfer.probes.features import layer_axis
+
+    axis = layer_axis(info)
     groups, scratch, fig, axes = _panels(summary)
     for ax, (clf, layers) in zip(axes, groups.items()):
         colours = iter(matplotlib_colours(len(layers)))
@@ -37,7 +40,7 @@ def accuracy_vs_k(summary, ks: list[int], info: dict, path: Path) -> Path:
             mean = np.array([by_k[k][0] for k in ks]) * 100
             std = np.nan_to_num(np.array([by_k[k][1] for k in ks]) * 100)
             ax.errorbar(ks, mean, yerr=std, marker="o", capsize=3, color=next(colours),
-                        label=f"{LAYER_NAMES.index(layer) + 1} {layer}")
+                        label=f"{axis.index(layer) + 1} {layer}")
         if scratch:
             ax.errorbar(ks, [scratch[k][0] * 100 for k in ks], yerr=np.nan_to_num([scratch[k][1] * 100 for k in ks]),
                         color="black", linestyle="--", marker="s", capsize=3, label="scratch")
@@ -49,10 +52,13 @@ def accuracy_vs_k(summary, ks: list[int], info: dict, path: Path) -> Path:
 
 def accuracy_vs_layer(summary, ks: list[int], info: dict, path: Path) -> Path:
     """Table 7 as a plot: accuracy against layer, one line per k, per classifier; scratch as dashed levels."""
+    from tfxfer.probes.features import layer_axis
+
+    axis = layer_axis(info)
     groups, scratch, fig, axes = _panels(summary)
     for ax, (clf, layers) in zip(axes, groups.items()):
         names = list(layers)
-        xs = [LAYER_NAMES.index(n) + 1 for n in names]
+        xs = [axis.index(n) + 1 for n in names]
         for k, colour in zip(ks, matplotlib_colours(len(ks))):
             mean = np.array([layers[n][k][0] for n in names]) * 100
             std = np.nan_to_num(np.array([layers[n][k][1] for n in names]) * 100)

@@ -5,7 +5,8 @@ images per class of a target dataset and tested on held-out images of the same c
 seeded folds; optionally the same architecture is trained from scratch on the same k images.
 Writes probe.csv (one row per classifier, layer, k and fold), probe.md (Table 7's shape: rows
 classifier (layer), columns k), accuracy against k and against layer as PNGs, and TensorBoard
-scalars under <out>/tb.
+scalars under <out>/tb. A run whose base is a model file (tfxfer.models.external) is probed over its
+own layers (`FinishedRun.layer_names`): the base model's cuts it copied and its head's hidden layers.
 """
 from __future__ import annotations
 
@@ -18,8 +19,7 @@ import numpy as np
 
 from tfxfer.atomic import atomic_write_text
 from tfxfer.errors import UserError, names_list
-from tfxfer.models import LAYER_NAMES
-from tfxfer.probes.features import check_view, feature_source, probe_layers
+from tfxfer.probes.features import check_view, feature_source, layer_axis, run_layers
 from tfxfer.probes.linear import parse_classifiers, probe_accuracy
 from tfxfer.probes.targets import draw_fold, fold_seed, resolve_target
 
@@ -55,7 +55,6 @@ def probe(run_dir, dataset: str | None = None, layers: list[str] | None = None,
     """
     from tfxfer.runs.finished import load_run
 
-    layers = probe_layers(layers)
     classifiers = parse_classifiers(classifiers)
     ks = parse_counts(per_class, "per_class")
     for value, name in ((folds, "folds"), (test_per_class, "test_per_class"), (batch_size, "batch_size"),
@@ -63,6 +62,10 @@ def probe(run_dir, dataset: str | None = None, layers: list[str] | None = None,
         _positive(value, name)
     check_view(view)
     run = load_run(run_dir)
+    layers = run_layers(run, layers)
+    if scratch and run.from_file:
+        raise UserError(f"probe --scratch trains tfxfer's own architecture from scratch; {run.run_id}'s base is a "
+                        "model file, which has none; allowed: probe without --scratch")
     target = resolve_target(run, dataset, data_path, data_dir)
     draws = [draw_fold(target, k, fold_seed(seed, f), f, test_per_class) for k in ks for f in range(folds)]
     out = Path(out) if out is not None else run.run_dir / "probes" / f"{target.slug}-{view}"
@@ -111,20 +114,20 @@ def probe(run_dir, dataset: str | None = None, layers: list[str] | None = None,
 
     summary = summarize(rows)
     info = {"run_id": run.record["run_id"], "target": target.name, "classes": len(target.class_names),
-            "folds": folds, "test_per_class": test_per_class, "pooled": target.pooled, "view": view,
+            "folds": folds, "test_per_class": test_per_class, "layers": list(run.layer_names), "pooled": target.pooled, "view": view,
             "extract_s": extract_s, "wall_s": time.perf_counter() - t0}
     written = {"csv": out / "probe.csv", "table": out / "probe.md"}
     atomic_write_text(written["csv"], to_csv(rows))
     atomic_write_text(written["table"], table(summary, ks, info))
     written["vs_k"] = accuracy_vs_k(summary, ks, info, out / "probe_vs_k.png")
     written["vs_layer"] = accuracy_vs_layer(summary, ks, info, out / "probe_vs_layer.png")
-    written["tensorboard"] = log_scalars(summary, out / "tb")
+    written["tensorboard"] = log_scalars(summary, out / "tb", layer_axis(info))
     return written
 
 
 def _row(run, target, view, clf, layer, d, acc, C, dim, fit_s) -> dict:
     return {"run_id": run.record["run_id"], "target": target.name, "view": view, "classifier": clf,
-            "layer": layer, "layer_index": LAYER_NAMES.index(layer) + 1 if layer in LAYER_NAMES else "",
+            "layer": layer, "layer_index": run.layer_index(layer) if layer in run.layer_names else "",
             "k": d.k, "fold": d.index, "seed": d.seed, "accuracy": round(acc, 6), "C": C,
             "dim": dim, "n_train": len(d.train), "n_test": len(d.test), "fit_s": round(fit_s, 3)}
 
@@ -146,10 +149,10 @@ def summarize(rows: list[dict]) -> dict[tuple[str, str], dict[int, tuple[float, 
                   for k, v in by_k.items()} for key, by_k in groups.items()}
 
 
-def row_label(classifier: str, layer: str) -> str:
+def row_label(classifier: str, layer: str, axis: tuple[str, ...]) -> str:
     if classifier == SCRATCH:
         return "scratch (all layers, random init)"
-    return f"{classifier} ({LAYER_NAMES.index(layer) + 1}) {layer}"
+    return f"{classifier} ({axis.index(layer) + 1}) {layer}"
 
 
 def table(summary, ks: list[int], info: dict) -> str:
@@ -168,11 +171,11 @@ def table(summary, ks: list[int], info: dict) -> str:
         for k in ks:
             mean, std, _ = by_k[k]
             cells.append(f"{100 * mean:.1f}" + ("" if np.isnan(std) else f" ± {100 * std:.1f}"))
-        lines.append(f"| {row_label(clf, layer)} | " + " | ".join(cells) + " |")
+        lines.append(f"| {row_label(clf, layer, layer_axis(info))} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def log_scalars(summary, logdir: Path) -> Path:
+def log_scalars(summary, logdir: Path, axis: tuple[str, ...]) -> Path:
     """probe/<classifier>/<layer> against k (Fig. 9's view) and probe_by_layer/<classifier>/k<k> against layer."""
     import tensorflow as tf
 
@@ -181,7 +184,7 @@ def log_scalars(summary, logdir: Path) -> Path:
         for (clf, layer), by_k in summary.items():
             for k, (mean, _, _) in sorted(by_k.items()):
                 tf.summary.scalar(f"probe/{clf}/{layer}", mean, step=k)
-                if layer in LAYER_NAMES:
-                    tf.summary.scalar(f"probe_by_layer/{clf}/k{k}", mean, step=LAYER_NAMES.index(layer) + 1)
+                if layer in axis:
+                    tf.summary.scalar(f"probe_by_layer/{clf}/k{k}", mean, step=axis.index(layer) + 1)
     writer.close()
     return logdir

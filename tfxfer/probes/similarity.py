@@ -86,6 +86,7 @@ def similarity(paths, layers: list[str] | None = None, dataset: str | None = Non
         for p in (px, py):
             if p not in runs:
                 runs[p] = load_run(p)
+                runs[p].require_registry("similarity")
                 sources[p] = ModelSource(runs[p], view)
         rx, ry = runs[px], runs[py]
         cfg = rx.config

@@ -4,6 +4,7 @@ with a progress bar on a terminal. Export, probes, visualizations and diagnostic
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 from pathlib import Path
@@ -20,7 +21,7 @@ from tfxfer.data.registry import load_dataset
 from tfxfer.data.splits import task_arrays
 from tfxfer.data.tasks import arch_spec, load_data
 from tfxfer.errors import UserError
-from tfxfer.models import ArchSpec, build_model
+from tfxfer.models import LAYER_NAMES, ArchSpec, build_model, external
 from tfxfer.runs.layout import CONFIG_FILE, NORMALIZATION_FILE, RESULT_FILE, WEIGHTS_FILE
 from tfxfer.runs.records import read_result
 from tfxfer.treatments import build_file_treatment, get_treatment
@@ -45,6 +46,54 @@ class FinishedRun:
     def class_names(self) -> list[str]:
         return self.record["classes"]
 
+    @property
+    def from_file(self) -> bool:
+        """Whether the run's base is a model file (tfxfer.models.external), not a registry network."""
+        return self.config.base_model.path is not None
+
+    @functools.cached_property
+    def layer_names(self) -> tuple[str, ...]:
+        """The layers analyses (probe, score) read, in network order, the classifier last: conv1..fc8
+        for a registry network. For a model-file run: the base model's cuts its copied layers reach
+        (cuts 1..n, every cut for baseB; a cut inside a nested model only when the outer model is
+        copied whole or it is the run's own cut; a cut named like one of the run's own layers is
+        left out), then the head's hidden layers and `logits`."""
+        if not self.from_file:
+            return LAYER_NAMES
+        return (*self.cuts, *self.spec.layers[1:])
+
+    @functools.cached_property
+    def cuts(self) -> tuple[str, ...]:
+        """A model-file run's cuts among `layer_names` (none for a registry network)."""
+        if not self.from_file:
+            return ()
+        bm, n = self.config.base_model, self.record["n"]
+        own = external.cut_of(bm, n)
+        copied = {layer.name for layer in self.model.get_layer(external.TRUNK).layers}
+        return tuple(c for c in bm.cuts[:n or len(bm.cuts)]
+                     if c not in self.spec.layers and (c == own or c.partition("/")[0] in copied))
+
+    def require_registry(self, what: str) -> None:
+        """A one-line UserError when the run's base is a model file: `what` reads conv1..fc8 blocks it lacks."""
+        if self.from_file:
+            raise UserError(f"{what} reads the blocks conv1..fc8 of tfxfer's own networks; {self.run_id}'s base is "
+                            f"the model file {Path(self.config.base_model.path).name}, whose run has the layers "
+                            f"{', '.join(self.layer_names)}; supported for such runs: score, probe (without --scratch), "
+                            "export, diagnose filters, visualize occlusion and invariance")
+
+    def layer_index(self, name: str) -> int:
+        """1-based position of `name` in `layer_names` (the "layer" axis of tables and figures)."""
+        return self.layer_names.index(name) + 1
+
+    def output(self, name: str):
+        """The symbolic output of layer `name` (one of `layer_names`, or a block name) in the network."""
+        if name in self.cuts:
+            if name == external.cut_of(self.config.base_model, self.record["n"]):
+                return self.model.get_layer(external.CUT).output
+            # The copied layers up to that cut, called on what the network feeds its copy of the base.
+            return external.cut_output(self.model, f"{external.TRUNK}/{name}")
+        return self.model.output if name == "logits" else self.model.get_layer(name).output
+
     def inputs(self, images) -> np.ndarray:
         """uint8 images [H, W, 3] of any size → the network's float32 input batch [N, S, S, 3]."""
         return np.stack([preprocess(im, input_size=self.spec.input_size, resize_size=self.spec.resize_size,
@@ -59,9 +108,7 @@ class FinishedRun:
 
     def submodel(self, layers) -> keras.Model:
         """The network with the outputs of `layers` (block names or "logits") as its outputs."""
-        model = self.model
-        return keras.Model(model.input, [model.output if n == "logits" else model.get_layer(n).output
-                                         for n in layers])
+        return keras.Model(self.model.input, [self.output(n) for n in layers])
 
     def predict(self, layers, elements: tf.data.Dataset | np.ndarray, batch_size: int) -> list[np.ndarray]:
         """The outputs of `layers` (as `submodel`) for network inputs: an array, or a dataset of

@@ -3,7 +3,9 @@
 For each layer, the metrics of :mod:`tfxfer.scores.metrics` on that layer's features of a seeded
 subset of the target's training images and their labels; LEEP and NCE on the network's own fc8
 softmax on the same images (one value per network, not per layer: they read the source classifier,
-whatever layer one would copy). Features come as the probes get them: the run's network in float32
+whatever layer one would copy). A run whose base is a model file (tfxfer.models.external) is scored
+over its own layers (`FinishedRun.layer_names`): the base model's cuts it copied, its head's hidden
+layers, and LEEP/NCE on its `logits`; its features are computed, not cached. Features come as the probes get them: the run's network in float32
 through the frozen-prefix activation cache, in the evaluation's centre crop, conv maps reduced by
 the view. Writes score.csv (one row per metric and layer), score.md, score_vs_layer.png (with the
 probe's accuracy against layer beside it when a probe of the same run and target exists) and
@@ -22,7 +24,6 @@ from threadpoolctl import threadpool_limits
 from tfxfer import progress
 from tfxfer.atomic import atomic_write_text
 from tfxfer.errors import UserError, names_list
-from tfxfer.models import LAYER_NAMES
 from tfxfer.scores.metrics import FEATURES, METRICS, SOURCE_PROBS, feature_scores, get_metric
 
 # 2000 images of a 5-class task: 400 per class, several times the 32-256 dimensions of the pooled
@@ -33,7 +34,7 @@ DEFAULT_MAX_IMAGES = 2000
 # than the images, where the plain H-score saturates at C - 1 whatever the features and LogME and
 # TransRate mostly measure the dimension.
 DEFAULT_VIEW = "avg"
-CLASSIFIER_LAYER = "fc8"  # where LEEP and NCE read the source network's softmax
+# LEEP and NCE read the source network's softmax: its last layer (fc8; a model-file run's logits).
 CSV_FIELDS = ("run_id", "target", "view", "metric", "layer", "layer_index", "score", "dim", "images", "classes",
               "seed", "seconds")
 SCORE_FILE = "score.csv"
@@ -71,13 +72,12 @@ def score(run_dir, dataset: str | None = None, layers: list[str] | None = None, 
     """Score every layer (see the module docstring) and write the outputs; returns {name: path}.
 
     Every input is checked before features are computed or anything is written."""
-    from tfxfer.probes.features import ModelSource, check_view, probe_layers
+    from tfxfer.probes.features import ModelSource, check_view, run_layers
     from tfxfer.probes.targets import resolve_target
     from tfxfer.runs.finished import load_run
 
     started = time.perf_counter()
     names = parse_metrics(metrics)
-    layers = probe_layers(layers)
     check_view(view)
     for value, name, least in ((max_images, "max_images", 2), (batch_size, "batch_size", 1)):
         if not isinstance(value, int) or value < least:
@@ -85,11 +85,13 @@ def score(run_dir, dataset: str | None = None, layers: list[str] | None = None, 
     if not Path(run_dir).is_dir():
         raise UserError(f"run directory {run_dir} does not exist")
     run = load_run(run_dir)
-    have = {layer.name for layer in run.model.layers}
+    layers = run_layers(run, layers)
+    classifier = run.layer_names[-1]
+    have = {layer.name for layer in run.model.layers} | set(run.cuts)
     lacking = [n for n in layers if n not in have]
     if lacking:  # an arch variant can lack a layer of the registered arch
         raise UserError(f"layers {','.join(lacking)!r} are not in {run.run_id}'s network; allowed: "
-                        f"{', '.join(n for n in LAYER_NAMES[:-1] if n in have)}")
+                        f"{', '.join(n for n in run.layer_names[:-1] if n in have)}")
     target = resolve_target(run, dataset, data_path, data_dir)
     idx = _subset(target.train_y, max_images, seed)
     x, y = target.train_x[idx], target.train_y[idx]
@@ -100,7 +102,7 @@ def score(run_dir, dataset: str | None = None, layers: list[str] | None = None, 
 
     t0 = time.perf_counter()
     needs_probs = any(METRICS[n].needs == SOURCE_PROBS for n in names)
-    wanted = layers + ([CLASSIFIER_LAYER] if needs_probs and CLASSIFIER_LAYER not in layers else [])
+    wanted = layers + ([classifier] if needs_probs and classifier not in layers else [])
     source = ModelSource(run, view)
     feats = {}
     # Layer by layer for the bar: each is built from the cached layer below it, so nothing is redone.
@@ -116,20 +118,20 @@ def score(run_dir, dataset: str | None = None, layers: list[str] | None = None, 
     with threadpool_limits(1, user_api="blas"):
         found = {layer: feature_scores(feats[layer], y, [n for n in names if METRICS[n].needs == FEATURES])
                  for layer in layers}
-        found[CLASSIFIER_LAYER] = {n: _timed(METRICS[n], softmax(feats[CLASSIFIER_LAYER]), y)
+        found[classifier] = {n: _timed(METRICS[n], softmax(feats[classifier]), y)
                                    for n in names if METRICS[n].needs == SOURCE_PROBS}
     rows = []
     for name in names:  # metric by metric, layer by layer: the table's and the csv's order
-        for layer in (layers if METRICS[name].needs == FEATURES else [CLASSIFIER_LAYER]):
+        for layer in (layers if METRICS[name].needs == FEATURES else [classifier]):
             value, seconds = found[layer][name]
             rows.append({"run_id": run.run_id, "target": target.name, "view": view, "metric": name, "layer": layer,
-                         "layer_index": LAYER_NAMES.index(layer) + 1, "score": value,
+                         "layer_index": run.layer_index(layer), "score": value,
                          "dim": feats[layer].shape[1], "images": len(y), "classes": len(np.unique(y)),
                          "seed": seed, "seconds": round(seconds, 4)})
             if verbose:
                 print(f"{name} {layer}: {value:.6g}")
     info = {"run_id": run.run_id, "target": target.name, "view": view, "images": len(y), "seed": seed,
-            "classes": len(np.unique(y)), "extract_s": extract_s, "wall_s": time.perf_counter() - t0,
+            "classes": len(np.unique(y)), "layers": list(run.layer_names), "extract_s": extract_s, "wall_s": time.perf_counter() - t0,
             # with opening the run and loading the target's images, which wall_s leaves out
             "total_s": time.perf_counter() - started}
 
@@ -139,7 +141,7 @@ def score(run_dir, dataset: str | None = None, layers: list[str] | None = None, 
     atomic_write_text(written["csv"], to_csv(rows))
     atomic_write_text(written["info"], json.dumps(info, indent=1) + "\n")
     atomic_write_text(written["table"], table(rows, info))
-    written["figure"] = score_vs_layer(rows, info, _probe_curve(run.run_dir, target.slug), out / "score_vs_layer.png")
+    written["figure"] = score_vs_layer(rows, info, _probe_curve(run, target.slug), out / "score_vs_layer.png")
     written["tensorboard"] = log_scalars(rows, out / "tb")
     return written
 
@@ -166,16 +168,19 @@ def read_scores(path: str | Path) -> list[dict]:
 
 
 def table(rows: list[dict], info: dict) -> str:
-    """One row per metric, one column per layer; LEEP/NCE in the fc8 column (the classifier they read)."""
-    layers = sorted({r["layer"] for r in rows}, key=LAYER_NAMES.index)
+    from tfxfer.probes.features import layer_axis
+
+    """One row per metric, one column per layer; LEEP/NCE in the classifier's column (fc8, logits)."""
+    axis = layer_axis(info)
+    layers = sorted({r["layer"] for r in rows}, key=axis.index)
     by = {(r["metric"], r["layer"]): r["score"] for r in rows}
     metrics = list(dict.fromkeys(r["metric"] for r in rows))
     lines = [f"# Transferability scores of {info['run_id']} on {info['target']}", "",
              (f"{info['images']} training images of the target ({info['classes']} classes; a random subset, seed "
               f"{info['seed']}); conv features: {info['view']}. Higher is more transferable. LEEP and NCE read the "
-              f"network's own fc8 softmax, one value for the network. Wall time {info['wall_s']:.1f} s (features "
+              f"network's own {axis[-1]} softmax, one value for the network. Wall time {info['wall_s']:.1f} s (features "
               f"{info['extract_s']:.1f} s)."), "",
-             "| metric | " + " | ".join(f"{LAYER_NAMES.index(n) + 1} {n}" for n in layers) + " |",
+             "| metric | " + " | ".join(f"{axis.index(n) + 1} {n}" for n in layers) + " |",
              "|---|" + "---|" * len(layers)]
     for m in metrics:
         lines.append(f"| {m} ({METRICS[m].reference}) | " +
@@ -184,7 +189,7 @@ def table(rows: list[dict], info: dict) -> str:
 
 
 def log_scalars(rows: list[dict], logdir: Path) -> Path:
-    """score/<metric> against the layer index (1..7; LEEP and NCE at 8, fc8)."""
+    """score/<metric> against the layer index (1..7; LEEP and NCE at 8, fc8; a model file's: its own)."""
     import tensorflow as tf
 
     writer = tf.summary.create_file_writer(str(logdir))
@@ -195,14 +200,14 @@ def log_scalars(rows: list[dict], logdir: Path) -> Path:
     return logdir
 
 
-def _probe_curve(run_dir: Path, slug: str) -> tuple[str, dict[str, float]] | None:
+def _probe_curve(run, slug: str) -> tuple[str, dict[str, float]] | None:
     """The probe of the same run and target, if one was written: (label, {layer: mean accuracy}) of
     its first classifier at its largest k, averaged over folds."""
-    found = sorted((run_dir / "probes").glob(f"{slug}-*/probe.csv"))
+    found = sorted((run.run_dir / "probes").glob(f"{slug}-*/probe.csv"))
     if not found:
         return None
     with open(found[0]) as f:
-        rows = [r for r in csv.DictReader(f) if r["layer"] in LAYER_NAMES]
+        rows = [r for r in csv.DictReader(f) if r["layer"] in run.layer_names]
     if not rows:
         return None
     clf, k = rows[0]["classifier"], max(int(r["k"]) for r in rows)

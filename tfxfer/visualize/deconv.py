@@ -244,6 +244,7 @@ def draw_deconv(run_dir: str | Path, layers, maps: int = 16, top: int = 9, datas
     if data_path is not None and dataset is None:
         raise UserError(f"data path {data_path!r} needs a dataset to read it as; allowed: --data-path with --dataset")
     run = load_run(run_dir, float32=True)
+    run.require_registry("visualize deconv")
     images, source = run.test_images(dataset, data_path, max_images, seed)
     if len(images) == 0:
         raise UserError(f"dataset {dataset or run.config.dataset.name!r} has no test images to search")

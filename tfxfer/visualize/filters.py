@@ -57,6 +57,7 @@ def draw_filters(run_dir: str | Path, epochs: bool = False, out: str | Path | No
                  tensorboard: bool = False) -> dict[str, Path]:
     """conv1's filters of a finished run (final weights), or at each logged epoch with `epochs`."""
     run = load_run(run_dir, float32=True)
+    run.require_registry("visualize filters")
     run_id = run.record["run_id"]
     if epochs:
         kernels = logged_kernels(run.run_dir)

@@ -1,6 +1,8 @@
 """Feature invariance (Zeiler & Fergus §4, Fig. 5): translate, scale and rotate each image over a
 range and measure how far the conv1 and fc7 features move from the untransformed image's, and the
-probability of the true class.
+probability of the true class. A run whose base is a model file has no conv1 and fc7: its first and
+last feature layers (`FinishedRun.layer_names`: its first cut, and its last hidden layer or cut) stand
+for them.
 
 Transforms act on the network input about the image centre (bilinear, new pixels 0: the dataset's
 mean colour); translation is vertical, as in the paper. Every transformed copy is made inside a
@@ -22,6 +24,13 @@ from tfxfer.visualize.inputs import check_positive, display_images, open_images,
 
 TRANSFORMS = ("translate", "scale", "rotate")
 FEATURE_LAYERS = ("conv1", "fc7")
+
+
+def feature_layers(run: FinishedRun) -> tuple[str, str]:
+    """The two layers followed: conv1 and fc7, or a model-file run's first and last before its logits."""
+    return (run.layer_names[0], run.layer_names[-2]) if run.from_file else FEATURE_LAYERS
+
+
 UNITS = {"translate": "vertical shift (pixels)", "scale": "scale factor", "rotate": "rotation (degrees)"}
 
 
@@ -85,7 +94,8 @@ def invariance_curves(run: FinishedRun, xs: np.ndarray, labels: list[int | None]
     amounts. An image without a true label is followed on its top class in the untransformed image."""
     check_positive(batch_size=batch_size)
     amounts = ranges.amounts(xs.shape[1])
-    layers = [*FEATURE_LAYERS, "logits"]
+    followed = feature_layers(run)
+    layers = [*followed, "logits"]
     *base_features, base_logits = run.predict(layers, xs, batch_size)
     labels = np.array([np.argmax(base_logits[i]) if label is None else label for i, label in enumerate(labels)])
     kinds = [(kind, a) for kind in TRANSFORMS for a in amounts[kind]]
@@ -93,7 +103,7 @@ def invariance_curves(run: FinishedRun, xs: np.ndarray, labels: list[int | None]
     vectors = np.stack([transform_vector(kind, a, xs.shape[1]) for _ in xs for kind, a in kinds])
     *features, logits = run.predict(layers, transformed_copies(xs, which, vectors), batch_size)
     curves = {"probability": tf.nn.softmax(logits, axis=-1).numpy()[np.arange(len(which)), labels[which]]}
-    for layer, f, base in zip(FEATURE_LAYERS, features, base_features):
+    for layer, f, base in zip(followed, features, base_features):
         curves[layer] = np.linalg.norm(f.reshape(len(which), -1) - base[which].reshape(len(which), -1), axis=1)
     # Rows: images; columns: every (transform, amount) in `kinds` order.
     curves = {k: v.reshape(len(xs), len(kinds)) for k, v in curves.items()}
@@ -116,8 +126,9 @@ def invariance_figure(run, xs: np.ndarray, names: list[str], labels: list[int | 
         row[0].imshow(tile(display_images(run, np.stack(copies)), len(copies), pad=2), interpolation="nearest")
         row[0].set_title(f"{kind}: " + ", ".join(f"{amounts[kind][i]:.3g}" for i in examples), fontsize=9)
         row[0].set_axis_off()
-        for ax, key, ylabel in zip(row[1:], (*FEATURE_LAYERS, "probability"),
-                                   ("conv1 distance", "fc7 distance", "p(true class)")):
+        followed = feature_layers(run)
+        for ax, key, ylabel in zip(row[1:], (*followed, "probability"),
+                                   (*(f"{n} distance" for n in followed), "p(true class)")):
             for name, curve in zip(names, curves[kind][key]):
                 ax.plot(amounts[kind], curve, marker=".", label=name)
             ax.set_xlabel(UNITS[kind], fontsize=9)

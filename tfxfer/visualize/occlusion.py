@@ -6,6 +6,10 @@ of the paper's mean-subtracted inputs. The occluder's centre visits every `strid
 map cell (i, j) is the square centred in pixels [i*stride, (i+1)*stride) x [j*stride, (j+1)*stride).
 All occluded copies of an image are made inside a tf.data pipeline and go through the network in
 batches of `batch_size`.
+
+A run whose base is a model file follows its deepest feature map among its cuts instead of conv5
+(a one-line error when all its cuts are vectors), and has no deconvnet projection (panel (c)): the
+deconvnet runs tfxfer's own conv blocks backwards.
 """
 from __future__ import annotations
 
@@ -18,12 +22,24 @@ import matplotlib.patches
 import numpy as np
 import tensorflow as tf
 
+from tfxfer.errors import UserError
 from tfxfer.runs.finished import FinishedRun, load_run
 from tfxfer.visualize import deconv
 from tfxfer.visualize.figures import new_figure, publish, save_figure
 from tfxfer.visualize.inputs import check_positive, display_images, open_images, output_dir
 
 FEATURE_LAYER = "conv5"
+
+
+def feature_layer(run: FinishedRun) -> str:
+    """The top feature-map layer followed: conv5, or a model-file run's deepest cut with a feature map."""
+    if not run.from_file:
+        return FEATURE_LAYER
+    maps = [n for n in run.cuts if len(run.output(n).shape) == 4]
+    if not maps:
+        raise UserError(f"visualize occlusion follows a feature map [H, W, C]; {run.run_id}'s cuts "
+                        f"{', '.join(run.cuts)} are all vectors")
+    return maps[-1]
 
 
 def occluder_boxes(image_size: int, size: int, stride: int) -> np.ndarray:
@@ -54,7 +70,7 @@ class OcclusionMaps:
     label: int  # the class whose probability `probability` maps: the true one, else the top one
     probability: np.ndarray  # [n, n] probability of `label` with the occluder at each position
     top_label: np.ndarray  # [n, n] most probable class
-    feature_map: int  # the conv5 map with the strongest activation in the unoccluded image
+    feature_map: int  # the conv5 (feature_layer) map with the strongest activation in the unoccluded image
     activation: np.ndarray  # [n, n] that map's activation summed over its positions
     unoccluded_probability: float
     unoccluded_activation: float
@@ -64,7 +80,7 @@ def occlusion_maps(run: FinishedRun, x: np.ndarray, label: int | None, size: int
                    batch_size: int) -> OcclusionMaps:
     """The three maps of Fig. 7 for one network input x [S, S, 3]."""
     check_positive(size=size, stride=stride, batch_size=batch_size)
-    layers = [FEATURE_LAYER, "logits"]
+    layers = [feature_layer(run), "logits"]
     features, logits = run.predict(layers, x[None], batch_size)
     features = features[0]
     feature_map = int(np.argmax(np.max(features, axis=(0, 1))))
@@ -117,11 +133,15 @@ def occlusion_figure(run, xs: np.ndarray, names: list[str], labels: list[int | N
         row[0].set_title(f"{name}\ntrue: {classes[label] if label is not None else '?'}", fontsize=9)
         im = row[1].imshow(maps.activation, cmap="jet", extent=extent)
         fig.colorbar(im, ax=row[1], shrink=0.8)
-        row[1].set_title(f"(b) conv5 map {maps.feature_map}: total activation\n"
+        row[1].set_title(f"(b) {feature_layer(run)} map {maps.feature_map}: total activation\n"
                          f"(unoccluded {maps.unoccluded_activation:.1f})", fontsize=9)
-        p = strongest_projection(run.model, x, maps.feature_map)
-        row[2].imshow(deconv.display_projection(p))
-        row[2].set_title(f"(c) projection of map {maps.feature_map}'s\nstrongest activation", fontsize=9)
+        if run.from_file:
+            row[2].text(0.5, 0.5, "(c) no deconvnet projection:\nthe base is a model file", ha="center",
+                        va="center", fontsize=9, transform=row[2].transAxes)
+        else:
+            p = strongest_projection(run.model, x, maps.feature_map)
+            row[2].imshow(deconv.display_projection(p))
+            row[2].set_title(f"(c) projection of map {maps.feature_map}'s\nstrongest activation", fontsize=9)
         im = row[3].imshow(maps.probability, cmap="jet", vmin=0, vmax=1, extent=extent)
         fig.colorbar(im, ax=row[3], shrink=0.8)
         which = "true" if label is not None else "top"
@@ -145,6 +165,7 @@ def draw_occlusion(run_dir: str | Path, images, size: int, stride: int, label: s
     """Fig. 7 for each image file: one row per image in <out>/occlusion.png."""
     check_positive(size=size, stride=stride, batch_size=batch_size)
     run = load_run(run_dir, float32=True)
+    feature_layer(run)  # a run with no feature map is refused before anything is computed or written
     xs, names, labels = open_images(run, images, label)
     written = {"occlusion": occlusion_figure(run, xs, names, labels, size, stride, batch_size,
                                              output_dir(run, out) / "occlusion.png")}
