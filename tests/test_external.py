@@ -329,7 +329,7 @@ def test_a_model_file_run_resumes_from_its_checkpoint_as_if_uninterrupted(tmp_pa
     assert all(np.allclose(a, b, atol=1e-6) for a, b in zip(weights, again))
 
 
-# --- analyses of a model-file run (score, probe; the commands that read conv1..fc8 refuse it) -------
+# --- analyses of a model-file run (score, probe, similarity; those that read conv1..fc8 refuse it) --
 
 def file_features(config, cut, finished, x):
     """The base file's own layers up to `cut` (a frozen AnB keeps them as saved) on the run's inputs, pooled."""
@@ -392,7 +392,7 @@ def test_probe_of_a_model_file_run_over_its_cuts(trained, tmp_path):
 
 
 @pytest.mark.parametrize("args", [
-    ["similarity", "{run}", "{run}"], ["visualize", "filters", "{run}"],
+    ["visualize", "filters", "{run}"],
     ["visualize", "deconv", "{run}"], ["probe", "{run}", "--scratch"],
     ["diagnose", "correspondence", "{run}", "--images", "{dir}", "--parts", "{dir}/parts.yaml"],
 ])
@@ -410,6 +410,35 @@ def test_commands_that_read_conv1_to_fc8_refuse_a_model_file_run_in_one_line(arg
     assert code == 2 and len(lines) == 1 and lines[0].startswith("tfxfer: error: "), err
     assert "model file small.keras" in lines[0] or "--scratch" in lines[0], lines[0]
     assert not (tmp_path / "out").exists() and not (run_dir / "diagnose").exists()
+
+
+def test_similarity_of_model_file_runs_over_their_own_layers_and_the_files_grid(trained, tmp_path):
+    import csv
+
+    from tfxfer.probes import similarity
+    from tfxfer.probes.cka import cka
+    from tfxfer.probes.similarity import grid_pairs
+
+    config, records = trained
+    out = Path(config.out)
+    run_dir = out / records["AnB"]["run_id"]
+    # Full batch (one minibatch of all the images): the estimate is plain unbiased-HSIC CKA.
+    written = similarity([run_dir, run_dir], view="avg", batch_size=4096, verbose=False, out=tmp_path / "self")
+    rows = {(r["layer_x"], r["layer_y"]): float(r["cka"]) for r in csv.DictReader(open(written["csv"]))}
+    names = ["block/bn", "add", "head1", "logits"]
+    assert sorted(rows) == sorted((a, b) for a in names for b in names)
+    np.testing.assert_allclose([rows[n, n] for n in names], 1.0, atol=1e-5)
+    finished = load_run(run_dir)
+    x, _ = finished.test_images(config.dataset.name, config.dataset.path, 5000, 0)  # the images it reads
+    want = cka(file_features(config, "block/bn", finished, x), file_features(config, "add", finished, x))
+    assert rows["block/bn", "add"] == pytest.approx(want, abs=1e-5)
+    # The file's grid: its baseB (every cut) paired with each transferred run, diagonal over shared names.
+    base = out / run(RunSpec("baseB", 0, config), verbose=False)["run_id"]
+    transferred = sorted(out / r["run_id"] for r in records.values())
+    assert grid_pairs(out) == [(base, r) for r in transferred]
+    md = similarity([out], view="avg", max_images=16, verbose=False, out=tmp_path / "grid")["md"].read_text()
+    assert "| pair | block/bn | add | head1 | logits |" in md
+    assert all(f"| {base.name} vs {r.name} | " in md for r in transferred)
 
 
 def test_diagnose_filters_reads_the_first_rgb_conv_of_a_model_file_run(trained, tmp_path, capsys):

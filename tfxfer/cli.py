@@ -444,7 +444,8 @@ def score(run_dir, quiet, **options):
 
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, metavar="RUN_DIR RUN_DIR | EXPERIMENT_DIR")
-@click.option("--layers", type=LAYERS, help="Comma-separated layers (default: conv1..fc8).")
+@click.option("--layers", type=RUN_LAYERS, help="Comma-separated layers, each of every run (default: each run's "
+                                                "own: conv1..fc8, or a model-file run's cuts, head and logits).")
 @data_options("Images: this dataset's test images (default: the first run's dataset).", data_dir=False)
 @click.option("--max-images", type=POSITIVE, default=5000, show_default=True,
               help="At most this many (a seeded subset).")
@@ -460,7 +461,8 @@ def score(run_dir, quiet, **options):
 def similarity(paths, quiet, **options):
     """Layer-by-layer CKA of two runs, or of every base pair and transferred run of an experiment directory.
 
-    Writes similarity.csv, a layer x layer heatmap per pair, cka_diagonal.png and similarity.md.
+    Writes similarity.csv, a layer x layer heatmap per pair, cka_diagonal.png (same-layer CKA over
+    the layers a pair shares by name) and similarity.md.
     """
     from tfxfer.probes import similarity as run_similarity
 

@@ -93,17 +93,19 @@ def cka_heatmap(matrix: np.ndarray, layers_x: list[str], layers_y: list[str], na
     return save_figure(fig, path)
 
 
-def cka_diagonal(curves: dict[str, dict[str, float]], title: str, path: Path) -> Path:
-    """Same-layer CKA against layer, one line per pair of networks."""
-    fig = new_figure(6.5, 4.2)
+def cka_diagonal(curves: dict[str, dict[str, float]], title: str, path: Path, axis=LAYER_NAMES) -> Path:
+    """Same-layer CKA against layer, one line per pair of networks; `axis`: every layer in order
+    (conv1..fc8, or the runs' own: a model file's cuts, head and logits)."""
+    axis = list(axis)
+    fig = new_figure(max(6.5, 0.8 * len(axis)), 4.2)
     ax = fig.subplots()
     for (label, curve), colour in zip(curves.items(), matplotlib_colours(len(curves))):
-        names = list(curve)
-        ax.plot([LAYER_NAMES.index(n) + 1 for n in names], list(curve.values()), marker="o", color=colour,
-                label=label)
-    layers = sorted({n for c in curves.values() for n in c}, key=LAYER_NAMES.index)
-    ax.set(xticks=[LAYER_NAMES.index(n) + 1 for n in layers], xticklabels=layers, ylim=(0, 1.02),
+        if curve:  # no layer in common: no line
+            ax.plot([axis.index(n) + 1 for n in curve], list(curve.values()), marker="o", color=colour, label=label)
+    layers = sorted({n for c in curves.values() for n in c}, key=axis.index)
+    ax.set(xticks=[axis.index(n) + 1 for n in layers], xticklabels=layers, ylim=(0, 1.02),
            xlabel="layer", ylabel="CKA (same layer)", title=title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    if any(curves.values()):
+        ax.legend(fontsize=7)
     return save_figure(fig, path)

@@ -79,7 +79,7 @@ class FinishedRun:
             raise UserError(f"{what} reads the blocks conv1..fc8 of tfxfer's own networks; {self.run_id}'s base is "
                             f"the model file {Path(self.config.base_model.path).name}, whose run has the layers "
                             f"{', '.join(self.layer_names)}; supported for such runs: score, probe (without --scratch), "
-                            "export, diagnose filters, visualize occlusion and invariance")
+                            "similarity, export, diagnose filters, visualize occlusion and invariance")
 
     def layer_index(self, name: str) -> int:
         """1-based position of `name` in `layer_names` (the "layer" axis of tables and figures)."""
