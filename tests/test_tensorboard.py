@@ -54,7 +54,8 @@ def grid(tmp_path_factory):
     command = [exe] if exe else [sys.executable, "-m", "tensorboard.main"]
     log = tmp / "tensorboard.log"
     with open(log, "w") as out:
-        proc = subprocess.Popen([*command, "--logdir", str(runs), "--host", "127.0.0.1", "--port", str(port)],
+        proc = subprocess.Popen([*command, "--logdir", str(runs), "--host", "127.0.0.1", "--port", str(port),
+                                 "--reload_interval", "1"],
                                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
         # TensorBoard starts (it imports TensorFlow: seconds) while the grid trains.
@@ -69,9 +70,12 @@ def grid(tmp_path_factory):
             assert proc.poll() is None, f"tensorboard exited {proc.returncode}:\n{log.read_text()}"
             assert time.monotonic() < deadline, f"tensorboard did not list {want} in {START_S} s:\n{log.read_text()}"
             try:
-                # It rescans the logdir every few seconds: runs appear, then their events.
+                # It rescans the logdir every few seconds: runs appear, then their events, and a scan
+                # during training may have read a run's first epochs only; wait for every epoch.
                 tags = board.get("/data/plugin/scalars/tags")
-                if want <= set(board.get("/data/runs")) and all(SCALARS <= set(tags.get(run, {})) for run in want):
+                if want <= set(board.get("/data/runs")) and all(SCALARS <= set(tags.get(run, {})) for run in want) \
+                        and all(len(board.get("/data/plugin/scalars/scalars", run=run, tag="val_top1")) == EPOCHS
+                                for run in want):
                     break
             except (urllib.error.URLError, ConnectionError):
                 pass
