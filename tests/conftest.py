@@ -29,6 +29,19 @@ def tiny_config(tmp_path, **sections) -> Config:
     return Config.from_dict(data)
 
 
+def trained_bases(tmp_path_factory, name: str, tasks: str, epochs: int) -> dict:
+    """{task: run dir} of base nets base<task> trained on the tiny setup into one output directory
+    (an experiment dir), for module-scoped fixtures: their cache stays in that directory too."""
+    from tfxfer.experiments.runner import run
+    from tfxfer.runs.spec import RunSpec
+
+    tmp = tmp_path_factory.mktemp(name)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TFXFER_CACHE", str(tmp / "cache"))
+        config = tiny_config(tmp, recipe={"epochs": epochs})
+        return {t: tmp / "runs" / run(RunSpec(f"base{t}", None, config), verbose=False)["run_id"] for t in tasks}
+
+
 @pytest.fixture(autouse=True)
 def _cache_in_tmp(tmp_path, monkeypatch):
     monkeypatch.setenv("TFXFER_CACHE", str(tmp_path / "cache"))

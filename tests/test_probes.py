@@ -8,12 +8,11 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from conftest import tiny_config
+from conftest import trained_bases
 from helpers import assert_user_error
 from scipy.stats import ortho_group
 
 from tfxfer.cli import main
-from tfxfer.experiments.runner import run
 from tfxfer.probes import cka as C
 from tfxfer.probes import probe, similarity
 from tfxfer.probes.features import ExportSource, ModelSource, feature_source
@@ -21,7 +20,6 @@ from tfxfer.probes.linear import mean_per_class_accuracy, per_class_accuracy, pi
 from tfxfer.probes.similarity import grid_pairs, layer_cka
 from tfxfer.probes.targets import draw_fold, resolve_target
 from tfxfer.runs.finished import load_run
-from tfxfer.runs.spec import RunSpec
 
 CHANCE = 1 / 12
 
@@ -29,12 +27,7 @@ CHANCE = 1 / 12
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """{"A": baseA run dir, "B": baseB run dir}, both in one output directory (an experiment dir)."""
-    tmp = tmp_path_factory.mktemp("probes")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("TFXFER_CACHE", str(tmp / "cache"))
-        config = tiny_config(tmp, recipe={"epochs": 4})
-        out = {t: tmp / "runs" / run(RunSpec(f"base{t}", None, config), verbose=False)["run_id"] for t in "AB"}
-    return out
+    return trained_bases(tmp_path_factory, "probes", "AB", epochs=4)
 
 
 def read_csv(path):

@@ -2,26 +2,20 @@
 features, outputs are written, and bad inputs are one line, exit 2, nothing written."""
 import numpy as np
 import pytest
-from conftest import tiny_config
+from conftest import trained_bases
 from helpers import assert_user_error
 
-from tfxfer.experiments.runner import run
 from tfxfer.models import LAYER_NAMES
 from tfxfer.probes.features import ModelSource
 from tfxfer.probes.targets import resolve_target
 from tfxfer.runs.finished import load_run
-from tfxfer.runs.spec import RunSpec
 from tfxfer.scores import METRICS
 from tfxfer.scores.score import read_scores, score, softmax
 
 
 @pytest.fixture(scope="module")
 def base_a(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("scores")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("TFXFER_CACHE", str(tmp / "cache"))
-        config = tiny_config(tmp, recipe={"epochs": 2})
-        return tmp / "runs" / run(RunSpec("baseA", None, config), verbose=False)["run_id"]
+    return trained_bases(tmp_path_factory, "scores", "A", epochs=2)["A"]
 
 
 def test_scores_of_every_layer_match_the_metrics_on_the_same_features(tmp_path, base_a):

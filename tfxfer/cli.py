@@ -22,6 +22,7 @@ from tfxfer.cli_options import (
     batch_size_option,
     data_options,
     options,
+    run_layers_option,
     seed_option,
 )
 from tfxfer.errors import RunFailed, UserError
@@ -385,8 +386,7 @@ def features(images, dataset, data_path, data_dir, part, per_class, server, mode
 @cli.command()
 @RUN_DIR
 @TARGET
-@click.option("--layers", type=RUN_LAYERS, help="Comma-separated layers to probe (default: conv1..fc7; a "
-                                                "model-file run's: its cuts and head).")
+@run_layers_option("probe")
 @click.option("--classifier", "classifiers", type=CommaList(Names("tfxfer.probes.linear:CLASSIFIERS"), "CLASSIFIER"),
               default="softmax,svm", show_default=True,
               help="softmax (multinomial logistic regression) and/or svm (linear SVM).")
@@ -419,8 +419,7 @@ def probe(run_dir, quiet, server, model, version, export_path, **options):
 @cli.command()
 @RUN_DIR
 @TARGET
-@click.option("--layers", type=RUN_LAYERS, help="Comma-separated layers to score (default: conv1..fc7; a "
-                                                "model-file run's: its cuts and head).")
+@run_layers_option("score")
 @click.option("--metric", "metrics", type=CommaList(Names("tfxfer.scores.metrics:METRICS"), "METRIC"),
               help="Comma-separated: logme, leep, nce, hscore, hscore-lw, transrate (default: all).")
 @click.option("--max-images", type=click.IntRange(min=2), default=2000, show_default=True,

@@ -93,6 +93,12 @@ def batch_size_option(default: int, help: str = "Images through the network at o
     return click.option("--batch-size", type=POSITIVE, default=default, show_default=True, help=help)
 
 
+def run_layers_option(verb: str):
+    """--layers of a command that reads one run's layers (checked by the run: a model file's are its own)."""
+    return click.option("--layers", type=RUN_LAYERS, help=f"Comma-separated layers to {verb} (default: conv1..fc7; "
+                                                          "a model-file run's: its cuts and head).")
+
+
 def seed_option(help: str):
     return click.option("--seed", type=int, default=0, show_default=True, help=help)
 
