@@ -7,7 +7,10 @@ left out; each run's median epoch, then the median over runs. Also: float32 agai
 mixed_bfloat16 (the bf16 speed-up), the achieved FLOP/s from an analytic FLOP count, and the
 CPU's peak, both from its specification and measured with a large matmul.
 
-    python benchmarks/train_throughput.py [--repeats 3] [--epochs 4]
+    python benchmarks/train_throughput.py [--repeats 3] [--epochs 4] [--tag avx2]
+
+--tag names another machine's measurement: results/train_throughput_<tag>.json and summary keys
+ending in _<tag>, beside (not over) the reference machine's.
 """
 from __future__ import annotations
 
@@ -83,14 +86,19 @@ def measured_peak(dtype: str, size: int = 2048, reps: int = 10) -> float:
     return 2 * size**3 / best
 
 
+def fp32_flop_per_cycle(m: dict) -> int:
+    """Two FMA pipes x float32 lanes (16 with AVX-512, 8 with AVX2) x 2 FLOPs."""
+    return 64 if m["avx512f"] else 32
+
+
 def spec_peak(m: dict) -> dict:
     """The CPU's peak, two ways. From the specification: per core and cycle, AVX-512 with two
     512-bit FMA pipes (AMD Zen 5, CPU family 26) does 2 pipes x 16 float32 lanes x 2 FLOPs = 64
-    FLOP; VDPBF16PS (AVX512-BF16) twice that in bfloat16; times the cores and /proc/cpuinfo's
+    FLOP (AVX2's two 256-bit pipes, Zen 2: 32); VDPBF16PS (AVX512-BF16) twice that in bfloat16
+    (without it, bfloat16 is emulated at float32's rate at best); times the cores and /proc/cpuinfo's
     nominal clock (the VM shows no boost clock). Measured: the best of ten 2048x2048 matmuls
     (oneDNN), the most a dense kernel attains here; it implies the clock the cores really ran at."""
-    per_cycle = 64 if m["avx512f"] else 32
-    f32 = m["cores"] * m["cpu_mhz"] * 1e6 * per_cycle
+    f32 = m["cores"] * m["cpu_mhz"] * 1e6 * fp32_flop_per_cycle(m)
     return {"float32": f32, "bfloat16": 2 * f32 if m["avx512_bf16"] else f32}
 
 
@@ -103,6 +111,7 @@ def main():
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--precisions", default="float32,mixed_bfloat16",
                     help="comma-separated; float32 first (the reference); on a GPU: float32,mixed_float16")
+    ap.add_argument("--tag", help="another machine's measurement: its own results file and summary keys")
     args = ap.parse_args()
 
     precisions = args.precisions.split(",")
@@ -124,7 +133,7 @@ def main():
     peaks = {"spec_at_nominal_clock": spec_peak(m),
              "measured_matmul": {d: measured_peak(d) for d in peak_dtypes}}
     if peak_dtypes:
-        peaks["implied_clock_ghz"] = peaks["measured_matmul"]["float32"] / (m["cores"] * 64e9)
+        peaks["implied_clock_ghz"] = peaks["measured_matmul"]["float32"] / (m["cores"] * fp32_flop_per_cycle(m) * 1e9)
     result = {}
     for p in precisions:
         ours = bench.spread(r["images_per_s"] for r in runs["tfxfer", p])
@@ -165,7 +174,9 @@ def main():
                                    "what": "tfxfer trainer img/s, mixed_bfloat16 / float32, side by side",
                                    "keras_fit": result["mixed_bfloat16"]["keras_fit_images_per_s"]["median"]
                                    / ref["keras_fit_images_per_s"]["median"]}
-    bench.write("train_throughput" if args.arch == "cifar8" else f"train_throughput_{args.arch}", payload, summary)
+    suffix = "".join(f"_{part}" for part in (None if args.arch == "cifar8" else args.arch, args.tag) if part)
+    bench.write(f"train_throughput{suffix}", payload,
+                {f"{key}_{args.tag}" if args.tag else key: value for key, value in summary.items()})
     print(f"train_throughput: tfxfer/keras.fit {ref['ratio']:.3f} ({precisions[0]}); "
           + "; ".join(f"{p}: tfxfer/keras.fit {result[p]['ratio']:.3f}, {speedups[p]:.2f}x over {precisions[0]}"
                       for p in precisions[1:])

@@ -251,3 +251,29 @@ def test_cache_keeps_to_its_budget_by_evicting_the_least_recently_used(runs, tmp
     assert features.shape[0] == len(task.train_x)
     outputs(5, max_bytes=0)  # the entry in use stays, whatever the budget
     assert set(held()) == {"conv5"}
+
+
+def test_emulated_mixed_precision_is_warned_once(monkeypatch, caplog):
+    from tfxfer.training import precision
+
+    avx2 = frozenset({"avx", "avx2", "fma", "f16c"})
+    sapphire = avx2 | {"avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16"}
+    assert precision.emulated("mixed_bfloat16", avx2, gpus=0)
+    assert precision.emulated("mixed_float16", avx2 | {"avx512_bf16"}, gpus=0)
+    assert not precision.emulated("mixed_bfloat16", avx2 | {"avx512_bf16"}, gpus=0)
+    assert not precision.emulated("mixed_bfloat16", avx2 | {"amx_bf16"}, gpus=0)
+    assert not precision.emulated("mixed_float16", sapphire, gpus=0)
+    assert not precision.emulated("float32", avx2, gpus=0)
+    assert not precision.emulated("mixed_bfloat16", avx2, gpus=1)  # a GPU computes it
+    assert not precision.emulated("mixed_bfloat16", None, gpus=0)  # flags unknown: no evidence, no warning
+
+    monkeypatch.setattr(precision, "cpu_flags", lambda: avx2)
+    monkeypatch.setattr(precision, "_warned", set())
+    with caplog.at_level("WARNING", logger=precision.__name__):
+        assert precision.warn_if_emulated("mixed_bfloat16")
+        assert not precision.warn_if_emulated("mixed_bfloat16")  # once per process, not once per run
+        assert not precision.warn_if_emulated("float32")
+    assert len(caplog.records) == 1
+    line = caplog.records[0].getMessage()
+    assert "mixed_bfloat16" in line and "avx512_bf16 or amx_bf16" in line and "float32" in line
+    assert "\n" not in line

@@ -26,6 +26,7 @@ from tfxfer.runs.layout import CONFIG_FILE, NORMALIZATION_FILE, TB_DIR, WEIGHTS_
 from tfxfer.runs.records import write_result
 from tfxfer.runs.spec import RunSpec
 from tfxfer.training import prefix_cache
+from tfxfer.training.precision import warn_if_emulated
 from tfxfer.training.checkpoints import EpochCheckpoints
 from tfxfer.training.strategy import device_name, is_chief, make_strategy
 from tfxfer.training.tensorboard import RunLogger
@@ -161,6 +162,7 @@ def train(spec: RunSpec, run_dir: Path, task: TaskData, base_weights: Path | Non
     strategy = make_strategy(cfg.training)
     chief = is_chief(strategy)
     if chief:
+        warn_if_emulated(recipe.precision)
         atomic_write_text(run_dir / CONFIG_FILE, dump_config(cfg))
         # Export and analysis tools preprocess exactly as training did, without reloading the data.
         atomic_write_text(run_dir / NORMALIZATION_FILE, json.dumps(dataclasses.asdict(task.norm)))
