@@ -176,3 +176,41 @@ def test_per_unit_rows_are_each_splits_differences_to_its_base(tmp_path):
     md = (tmp_path / "report.md").read_text()
     # AnB in split 1 at n = 1..7: −0.01 (n − 1) − 0.003, in points.
     assert "| random 1 | 0 | B (x, y) | 0.620 | AnB | -0.3 | -1.3 | -2.3 | -3.3 | -4.3 | -5.3 | -6.3 |" in md
+
+
+def write_records(folder, records):
+    for r in records:
+        (folder / r["run_id"]).mkdir(parents=True)
+        (folder / r["run_id"] / "result.json").write_text(json.dumps(r))
+
+
+def test_report_against_another_grid_sets_each_verdict_beside_the_other(tmp_path):
+    old = [dict(r, epochs=14) for r in hand_made()]  # findings (1)-(5) reproduced
+    new = [dict(r, epochs=26, top1=r["top1"] + (0.05 if r["treatment"] == "BnB+" else 0)) for r in hand_made()]
+    new += [dict(record("baseB-long", 0, s, base + 0.04), epochs=52) for s, base in enumerate(BASE)]
+    write_records(tmp_path / "old", old)
+    write_records(tmp_path / "new", new)
+    write_report(tmp_path / "new", against=tmp_path / "old")
+    md = (tmp_path / "new" / "report.md").read_text()
+    section = md.split("## Findings against old")[1].split("\n## ")[0]
+    rows = {line.split(" | ")[0].lstrip("| ")[:4]: line.split(" | ") for line in section.splitlines()
+            if line.startswith("| (")}
+    # BnB+ is now 5 points above baseB in every split: (3) flips, (1) does not.
+    assert rows["(3) "][2] == "reproduced" and rows["(3) "][4] == "not reproduced" and rows["(3) "][5] == "yes |"
+    assert rows["(1) "][2] == rows["(1) "][4] == "reproduced" and rows["(1) "][5] == "no |"
+    # BnB+ − baseB-long: +5 − 4 = +1 point here; the old grid has no equal-training control.
+    assert rows["(3b)"][1:3] == ["—", "—"] and rows["(3b)"][3].startswith("+1.0 ") and rows["(3b)"][5] == "— |"
+    assert rows["(7) "][2] == rows["(7) "][4] == "not run" and rows["(7) "][5] == "— |"
+    assert "Here: 93 runs, 3 random-split units, 6 base nets (mean test top-1 59.5 %, 26 epochs)." in section
+    assert "old: 90 runs, 3 random-split units, 6 base nets (mean test top-1 59.5 %, 14 epochs)." in section
+
+
+def test_report_against_a_missing_folder_is_one_line_exit_2_nothing_written(tmp_path, capsys):
+    from tfxfer.cli import main
+
+    write_records(tmp_path / "new", hand_made())
+    with pytest.raises(SystemExit) as exit_:
+        main(["report", str(tmp_path / "new"), "--against", str(tmp_path / "nope")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and err == [f"tfxfer: error: --against directory {tmp_path / 'nope'} does not exist"]
+    assert not (tmp_path / "new" / "report.md").exists()

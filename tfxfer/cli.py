@@ -160,11 +160,13 @@ def experiment(config_name, dry_run, jobs, out, epochs, lease, quiet, splits, **
 @click.argument("results_dir", metavar="RESULTS_DIR")
 @click.option("--scores", is_flag=True, help="First score task B on each baseA without scores (`tfxfer score`; "
                                              "needs its weights) for the section \"Do cheap scores predict the grid?\".")
-def report(results_dir, scores):
+@click.option("--against", metavar="OTHER_DIR", help="Another results folder (e.g. the same grid under an earlier "
+                                                       "recipe): its findings beside these, verdict by verdict.")
+def report(results_dir, scores, against):
     """Write results.csv, Figures 2-3, Table 1 and report.md/.html from RESULTS_DIR's result records."""
     from tfxfer.report import write_report
 
-    for path in write_report(results_dir, scores=scores):
+    for path in write_report(results_dir, scores=scores, against=against):
         click.echo(f"wrote {path}")
 
 

@@ -76,7 +76,9 @@ def convergence_lines(records: list[dict]) -> list[str]:
     for r in rows:
         split = r["split"] + (f" {r['split_seed']}" if r["split_seed"] is not None else "")
         last = ", ".join(f"{v:.3f}" for v in r["val_top1_last"]) or "—"
-        long = "—" if r["long_run_id"] is None else f"{r['long_epochs']}, {r['long_val_top1']:.3f}"
+        # A run without validation images (val_fraction 0) has no validation top-1 to judge by.
+        long_val = "no validation" if r["long_val_top1"] is None else f"{r['long_val_top1']:.3f}"
+        long = "—" if r["long_run_id"] is None else f"{r['long_epochs']}, {long_val}"
         gain = "—" if r["gain"] is None else f"{100 * r['gain']:+.1f}"
         flag = "not measured" if r["converged"] is None else ("yes" if r["converged"] else "no")
         lines.append(f"| {r['run_id']} | {split} | {r['epochs']} | {r['top1']:.3f} | {last} | {long} | {gain} | {flag} |")
@@ -115,7 +117,34 @@ def health_lines(healths) -> list[str]:
     return lines
 
 
-def markdown(records: list[dict], missing: list[dict], figures: list[Path], healths=(), score_lines=()) -> str:
+def _grid_summary(grid: Grid) -> str:
+    """What a grid rests on, for reading two of them side by side: runs, units, base nets, epochs."""
+    bases = [r for r in grid.records if r["treatment"] in ("baseA", "baseB")]
+    epochs = sorted({r["epochs"] for r in bases if r.get("epochs") is not None})
+    top1 = f"mean test top-1 {100 * sum(r['top1'] for r in bases) / len(bases):.1f} %" if bases else "no base nets"
+    return (f"{len(grid.records)} runs, {len(grid.units(exclude_kind='dissimilar'))} random-split units, "
+            f"{len(bases)} base nets ({top1}, {'/'.join(map(str, epochs)) or '?'} epochs)")
+
+
+def against_lines(grid: Grid, other: Grid, label: str) -> list[str]:
+    """The paper's findings here and in another grid (the same question under another recipe, say),
+    side by side; a finding only one grid can measure (the equal-training controls) shows — for the other."""
+    ours = {f["finding"]: f for f in findings(grid)}
+    theirs = {f["finding"]: f for f in findings(other)}
+    lines = ["", f"## Findings against {label}", "", f"Here: {_grid_summary(grid)}. {label}: {_grid_summary(other)}.",
+             "", f"| finding | {label} | verdict there | here | verdict here | verdict changed |",
+             "|---|---|---|---|---|---|"]
+    for name in list(ours) + [n for n in theirs if n not in ours]:
+        there, here = theirs.get(name), ours.get(name)
+        measured = [f for f in (there, here) if f and f["verdict"] != "not run"]
+        changed = ("yes" if there["verdict"] != here["verdict"] else "no") if len(measured) == 2 else "—"
+        cells = [(_est(f["estimate"]), f["verdict"]) if f else ("—", "—") for f in (there, here)]
+        lines.append(f"| {name} | {cells[0][0]} | {cells[0][1]} | {cells[1][0]} | {cells[1][1]} | {changed} |")
+    return lines
+
+
+def markdown(records: list[dict], missing: list[dict], figures: list[Path], healths=(), score_lines=(),
+             against_lines_=()) -> str:
     grid = Grid(records)
     lines = ["# tfxfer report", "",
              f"{len(records)} finished runs; {len(missing)} planned runs missing. "
@@ -149,6 +178,7 @@ def markdown(records: list[dict], missing: list[dict], figures: list[Path], heal
     for row in losses(grid):
         lines.append(f"| {row['n']} | {_est(row['coadaptation'])} | {_est(row['specificity'])} | "
                      f"{row['dominant'] or '—'} |")
+    lines += list(against_lines_)
     lines += per_unit_lines(grid) + table3_lines(records) + health_lines(list(healths)) + list(score_lines)
     lines += ["", "## Runs", "", "See results.csv (one row per run)."]
     return "\n".join(lines) + "\n"
@@ -187,17 +217,28 @@ def to_html(md: str, out: Path) -> str:
            f"</head><body>{''.join(body)}</body></html>\n"
 
 
-def write_report(results_dir: str | Path, scores: bool = False, verbose: bool = False) -> list[Path]:
+def _records_of(results_dir: Path, what: str) -> list[dict]:
+    if not results_dir.is_dir():
+        raise UserError(f"{what} {results_dir} does not exist")
+    records = load_records(results_dir)
+    if not records:
+        raise UserError(f"{what} {results_dir} holds no result records (*/{RESULT_FILE})")
+    return records
+
+
+def write_report(results_dir: str | Path, scores: bool = False, verbose: bool = False,
+                 against: str | Path | None = None) -> list[Path]:
     """The report of RESULTS_DIR's records; with `scores`, first `tfxfer score` every baseA of the
-    grid that has no scores of task B yet (its weights must be in RESULTS_DIR)."""
+    grid that has no scores of task B yet (its weights must be in RESULTS_DIR); with `against`,
+    another results folder whose findings are set beside these (read only)."""
     from tfxfer.report import scores as cheap
 
     results_dir = Path(results_dir)
-    if not results_dir.is_dir():
-        raise UserError(f"results directory {results_dir} does not exist")
-    records = load_records(results_dir)
-    if not records:
-        raise UserError(f"results directory {results_dir} holds no result records (*/{RESULT_FILE})")
+    records = _records_of(results_dir, "results directory")
+    compared = []
+    if against is not None:
+        against = Path(against)
+        compared = against_lines(Grid(records), Grid(_records_of(against, "--against directory")), against.name)
     if scores:
         cheap.compute_missing(results_dir, records, verbose=verbose)
     grid = Grid(records)
@@ -208,7 +249,7 @@ def write_report(results_dir: str | Path, scores: bool = False, verbose: bool = 
     from tfxfer.diagnose.filters import base_health
 
     md = markdown(records, missing_runs(results_dir, records), figures, base_health(results_dir, records),
-                  score_lines)
+                  score_lines, compared)
     outputs = [("results.csv", results_csv(records)), ("report.md", md), ("report.html", to_html(md, results_dir))]
     if score_figure is not None:  # the section alone, to be read or committed without the whole report
         outputs.append(("scores.md", "\n".join(["# Transferability scores against the grid"] + score_lines[2:]) + "\n"))
