@@ -273,7 +273,9 @@ def test_emulated_mixed_precision_is_warned_once(monkeypatch, caplog):
         assert precision.warn_if_emulated("mixed_bfloat16")
         assert not precision.warn_if_emulated("mixed_bfloat16")  # once per process, not once per run
         assert not precision.warn_if_emulated("float32")
-    assert len(caplog.records) == 1
-    line = caplog.records[0].getMessage()
-    assert "mixed_bfloat16" in line and "avx512_bf16 or amx_bf16" in line and "float32" in line
-    assert "\n" not in line
+        assert precision.warn_if_emulated("mixed_float16")
+    assert len(caplog.records) == 2
+    bf16, fp16 = caplog.messages
+    assert "mixed_bfloat16" in bf16 and "avx512_bf16 or amx_bf16" in bf16 and "12-20x" in bf16 and "float32" in bf16
+    assert "mixed_float16" in fp16 and "avx512_fp16 or amx_fp16" in fp16 and "4x" in fp16
+    assert "\n" not in bf16 + fp16

@@ -18,6 +18,8 @@ log = logging.getLogger(__name__)
 
 # The CPU flags (as /proc/cpuinfo names them) that give each mixed precision native arithmetic.
 NATIVE_FLAGS = {"mixed_bfloat16": ("avx512_bf16", "amx_bf16"), "mixed_float16": ("avx512_fp16", "amx_fp16")}
+# How much slower than float32 each ran on an AVX2-only CPU (benchmarks/README.md).
+MEASURED_SLOWDOWN = {"mixed_bfloat16": "12-20x", "mixed_float16": "4x"}
 _warned: set[str] = set()
 
 
@@ -50,6 +52,7 @@ def warn_if_emulated(precision: str) -> bool:
         return False
     _warned.add(precision)
     log.warning("warning: precision %s on a CPU without %s is emulated, many times slower than float32 "
-                "(12-20x measured on an AVX2-only CPU); set recipe.precision: float32 (or --precision float32) "
-                "for speed, which gives new run ids", precision, " or ".join(NATIVE_FLAGS[precision]))
+                "(%s measured on an AVX2-only CPU); set recipe.precision: float32 (or --precision float32) "
+                "for speed, which gives new run ids", precision, " or ".join(NATIVE_FLAGS[precision]),
+                MEASURED_SLOWDOWN[precision])
     return True
