@@ -279,3 +279,19 @@ def test_emulated_mixed_precision_is_warned_once(monkeypatch, caplog):
     assert "mixed_bfloat16" in bf16 and "avx512_bf16 or amx_bf16" in bf16 and "12-20x" in bf16 and "float32" in bf16
     assert "mixed_float16" in fp16 and "avx512_fp16 or amx_fp16" in fp16 and "4x" in fp16
     assert "\n" not in bf16 + fp16
+
+
+def test_a_run_preprocesses_an_array_in_chunks_exactly_as_image_by_image(monkeypatch):
+    import dataclasses
+
+    from tfxfer.runs import finished
+
+    spec = dataclasses.replace(SPEC, resize_size=36)  # resized, then the centre crop
+    run = finished.FinishedRun(Path("."), {}, None, spec, NORM, None)
+    images = np.random.default_rng(3).integers(0, 256, (7, 40, 44, 3), dtype=np.uint8)
+    monkeypatch.setattr(finished, "INPUT_CHUNK", 3)  # chunks of 3, 3 and 1
+    batched = run.inputs(images)
+    one_by_one = run.inputs(list(images))
+    assert batched.shape == (7, 32, 32, 3) and batched.dtype == np.float32
+    np.testing.assert_allclose(batched, one_by_one, atol=1e-5)
+    np.testing.assert_allclose(batched[4], preprocess(images[4], input_size=32, resize_size=36, norm=NORM), atol=1e-5)

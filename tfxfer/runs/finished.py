@@ -16,7 +16,7 @@ import yaml
 
 from tfxfer import progress
 from tfxfer.config import Config
-from tfxfer.data.pipeline import Normalization, make_dataset, preprocess
+from tfxfer.data.pipeline import Normalization, centre_crops, make_dataset, preprocess
 from tfxfer.data.registry import load_dataset
 from tfxfer.data.splits import task_arrays
 from tfxfer.data.tasks import arch_spec, load_data
@@ -25,6 +25,9 @@ from tfxfer.models import LAYER_NAMES, ArchSpec, build_model, external
 from tfxfer.runs.layout import CONFIG_FILE, NORMALIZATION_FILE, RESULT_FILE, WEIGHTS_FILE
 from tfxfer.runs.records import read_result
 from tfxfer.treatments import build_file_treatment, get_treatment
+
+
+INPUT_CHUNK = 512  # images FinishedRun.inputs preprocesses at once: about 0.4 GB of float32 at 256x256
 
 
 @dataclasses.dataclass
@@ -95,9 +98,14 @@ class FinishedRun:
         return self.model.output if name == "logits" else self.model.get_layer(name).output
 
     def inputs(self, images) -> np.ndarray:
-        """uint8 images [H, W, 3] of any size → the network's float32 input batch [N, S, S, 3]."""
-        return np.stack([preprocess(im, input_size=self.spec.input_size, resize_size=self.spec.resize_size,
-                                    norm=self.norm).numpy() for im in images])
+        """uint8 images → the network's float32 input batch [N, S, S, 3]: an array [N, H, W, 3] a chunk
+        at a time (one call per image took 5 ms of the 2-core CPU each), a list of images [H, W, 3]
+        of any sizes one by one."""
+        size = {"input_size": self.spec.input_size, "resize_size": self.spec.resize_size, "norm": self.norm}
+        if isinstance(images, np.ndarray) and images.ndim == 4 and len(images):
+            return np.concatenate([centre_crops(images[i:i + INPUT_CHUNK], **size).numpy()
+                                   for i in range(0, len(images), INPUT_CHUNK)])
+        return np.stack([preprocess(im, **size).numpy() for im in images])
 
     def batches(self, images: np.ndarray, batch_size: int, label: str = "images"):
         """Network inputs of uint8 images [N, H, W, 3], `batch_size` at a time, preprocessed by the
