@@ -41,3 +41,26 @@ def test_killed_run_resumes_and_finishes_like_an_uninterrupted_one(tmp_path):
     assert reference.keys() == record.keys()
     assert reference["run_id"] == record["run_id"]
     assert abs(reference["top1"] - record["top1"]) < 1e-9, (reference["top1"], record["top1"])
+
+
+def test_a_finished_base_without_its_weights_is_one_line_exit_2_and_the_dependent_run_is_not_started(tmp_path,
+                                                                                                       capsys):
+    import pytest
+
+    from conftest import tiny_config
+    from tfxfer.cli import main
+    from tfxfer.runs.spec import RunSpec
+
+    out = tmp_path / "runs"
+    cfg = write_config(tmp_path / "c.yaml", out)
+    base = RunSpec("BnB", 1, tiny_config(tmp_path)).base
+    (out / base.run_id).mkdir(parents=True)
+    (out / base.run_id / "result.json").write_text(json.dumps({"run_id": base.run_id, "top1": 0.5}))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--config", str(cfg), "--treatment", "BnB", "--n", "1", "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and len(err.splitlines()) == 1, err
+    assert f"copies from {base.run_id}, which finished but has no weights" in err
+    assert f"{out / base.run_id / 'model.weights.h5'} is missing" in err
+    assert sorted(p.name for p in out.iterdir()) == [base.run_id]  # nothing of BnB1 was written
+    assert sorted(p.name for p in (out / base.run_id).iterdir()) == ["result.json"]

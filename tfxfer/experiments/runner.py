@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tfxfer.data.tasks import arch_spec, load_data, task_data
+from tfxfer.errors import UserError
 from tfxfer.runs.layout import WEIGHTS_FILE
 from tfxfer.runs.records import read_result
 from tfxfer.runs.spec import RunSpec
@@ -19,6 +20,13 @@ def run(spec: RunSpec, out: str | Path | None = None, loaded=None, verbose: bool
     if done is not None:
         print(f"{spec.run_id}: finished before (top1 {done['top1']:.4f}); reusing {run_dir}")
         return done
+    base_weights = out / spec.base.run_id / WEIGHTS_FILE if spec.base is not None else None
+    if base_weights is not None and read_result(base_weights.parent) and not base_weights.is_file():
+        # A finished base whose weights were deleted (or never copied along with its record):
+        # training it again would silently change what the dependent runs copy.
+        raise UserError(f"{spec.run_id} copies from {spec.base.run_id}, which finished but has no weights "
+                        f"({base_weights} is missing): restore that file, or move {base_weights.parent} "
+                        f"away to train the base again")
     loaded = loaded or load_data(spec.config)
     base_record = None
     if spec.base is not None:
@@ -28,7 +36,6 @@ def run(spec: RunSpec, out: str | Path | None = None, loaded=None, verbose: bool
     # Loaded data may be shared by the variants of one arch: each has its own layers.
     task = task_data(spec.config, data, split, arch_spec(spec.config), task=t.target, source=t.source)
     run_dir.mkdir(parents=True, exist_ok=True)
-    base_weights = out / base_record["run_id"] / WEIGHTS_FILE if base_record else None
     record = train(spec, run_dir, task, base_weights=base_weights,
                    base_run_id=base_record["run_id"] if base_record else None, verbose=verbose)
     print(f"{record['run_id']}: top1 {record['top1']:.4f}  top5 {record['top5']:.4f}  "
