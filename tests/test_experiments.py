@@ -43,6 +43,15 @@ def test_plan_orders_bases_first_and_skips_finished(tmp_path):
     assert {r.run_id for r in plan.runs if plan.deps[r.run_id] == bases[0].run_id} <= ready
 
 
+def test_runs_that_copy_a_base_come_before_runs_that_need_no_weights(tmp_path):
+    # A grid cut short (a session's end) has then used every base it trained: the random control and
+    # the equal-training base copy nothing and can be trained anywhere later.
+    cfg = tiny_config(tmp_path, experiment={**GRID, "treatments": ["random", "BnB", "BnB+"], "n": [1, 2],
+                                            "controls": ["BnB+"]})
+    order = [r.treatment for r in plan_experiment(cfg).runs]
+    assert order == ["baseB", "BnB", "BnB", "BnB+", "BnB+", "random", "random", "baseB-long"], order
+
+
 def test_eta_prices_each_run_left_at_what_its_kind_took(tmp_path):
     plan = plan_experiment(tiny_config(tmp_path, experiment=GRID))  # baseA, baseB, BnB and AnB at n = 1, 3
     out = tmp_path / "runs"

@@ -15,7 +15,7 @@ from tfxfer.treatments import FILE_TREATMENTS, control_of, get_treatment
 
 @dataclasses.dataclass
 class Plan:
-    runs: list[RunSpec]  # topologically ordered: every base before the treatments that copy it
+    runs: list[RunSpec]  # every base before the runs that copy it, runs that copy nothing last
     deps: dict[str, str | None]  # run_id → the run_id of the base it copies from
 
     def ready(self, finished: set[str]) -> list[RunSpec]:
@@ -77,5 +77,9 @@ def plan_experiment(config: Config, only: Sequence[int] = ()) -> Plan:
             cfg = dataclasses.replace(config, seed=seed, arch=dataclasses.replace(config.arch, variant=variant))
             spec = RunSpec("baseB", 0, cfg)
             runs.setdefault(spec.run_id, spec)
-    ordered = sorted(runs.values(), key=lambda r: 0 if get_treatment(r.treatment).is_base else 1)
+    # Bases that runs copy from, then those runs, then runs that need no other run's weights (the
+    # random control, baseB-long, a target-only base): a grid cut short has used the weights of
+    # every base it trained, and what is left can be trained anywhere.
+    copied = {r.base.run_id for r in runs.values() if r.base is not None}
+    ordered = sorted(runs.values(), key=lambda r: 0 if r.run_id in copied else 1 if r.base is not None else 2)
     return Plan(ordered, {r.run_id: r.base.run_id if r.base else None for r in ordered})
