@@ -37,6 +37,25 @@ def test_result_record_fields(base_run):
     assert (run_dir / "config.yaml").is_file() and (run_dir / "model.weights.h5").is_file()
 
 
+def test_records_carry_the_digest_of_the_weights_they_hold_and_copied(base_run):
+    from tfxfer.data.tasks import arch_spec
+    from tfxfer.models import build_model
+    from tfxfer.runs.records import weights_sha256
+
+    record, run_dir = base_run
+    assert len(record["weights_sha256"]) == 64 and record["base_weights_sha256"] is None
+    cfg = tiny_config(run_dir.parent.parent, recipe={"epochs": 4})
+    spec = RunSpec("BnB", 1, cfg)
+    assert spec.base.run_id == record["run_id"]
+    frozen = run(spec, verbose=False)  # the base is reused: what it copies is the file on disk
+    assert frozen["base_weights_sha256"] == record["weights_sha256"]
+    assert frozen["weights_sha256"] != record["weights_sha256"]  # its fc8 and layers 2..8 were retrained
+    # The digest is the weights' values, not the file's: the file read back gives the record's digest.
+    loaded = build_model(arch_spec(cfg), len(record["classes"]))
+    loaded.load_weights(run_dir / "model.weights.h5")
+    assert weights_sha256(loaded) == record["weights_sha256"]
+
+
 def test_tensorboard_has_scalars_filters_and_hparams(base_run):
     _, run_dir = base_run
     acc = EventAccumulator(str(run_dir / "tb"), size_guidance={"tensors": 0}).Reload()

@@ -23,7 +23,7 @@ from tfxfer.data.tasks import TaskData
 from tfxfer.models import LAYER_NAMES, build_model, external
 from tfxfer.progress import Bar
 from tfxfer.runs.layout import CONFIG_FILE, NORMALIZATION_FILE, TB_DIR, WEIGHTS_FILE
-from tfxfer.runs.records import write_result
+from tfxfer.runs.records import weights_sha256, write_result
 from tfxfer.runs.spec import RunSpec
 from tfxfer.training import prefix_cache
 from tfxfer.training.precision import warn_if_emulated
@@ -109,17 +109,19 @@ def scores(logits: np.ndarray, y: np.ndarray) -> dict[str, float]:
 
 
 def _build(spec: RunSpec, task: TaskData, base_weights: Path | None):
+    """The run's network, and the digest of the base weights it copies (None when it copies none)."""
     cfg = spec.trained_config
     if cfg.base_model.path is not None:
         return build_file_treatment(spec.treatment, spec.n, cfg.base_model, cfg.recipe, task.num_classes,
-                                    seed=cfg.seed)
+                                    seed=cfg.seed), None
     kwargs = dict(dropout=cfg.recipe.dropout, weight_decay=cfg.recipe.weight_decay,
                   renorm_radius=cfg.arch.renorm_radius, dtype_policy=cfg.recipe.precision)
     base = None
     if base_weights is not None:
         base = build_model(task.spec, task.source_classes, **kwargs)
         base.load_weights(base_weights)
-    return build_treatment(spec.treatment, spec.n, task.spec, task.num_classes, base=base, seed=cfg.seed, **kwargs)
+    model = build_treatment(spec.treatment, spec.n, task.spec, task.num_classes, base=base, seed=cfg.seed, **kwargs)
+    return model, weights_sha256(base) if base is not None else None
 
 
 def suffix_model(model: keras.Model, n: int) -> keras.Model:
@@ -178,7 +180,7 @@ def train(spec: RunSpec, run_dir: Path, task: TaskData, base_weights: Path | Non
     byon = cfg.base_model.path is not None
     cached = cfg.training.prefix_cache and frozen > 0 and not byon
     with strategy.scope():
-        model = _build(spec, task, base_weights)
+        model, base_digest = _build(spec, task, base_weights)
         learner = suffix_model(model, frozen) if cached else model
         optimizer = make_optimizer(recipe, steps_per_epoch)
         optimizer.build(learner.trainable_variables)
@@ -305,6 +307,7 @@ def train(spec: RunSpec, run_dir: Path, task: TaskData, base_weights: Path | Non
         "config": cfg.to_dict(),
         # A model file's runs: the layer cut n names, and the file's content hash.
         "cut": external.cut_of(cfg.base_model, spec.n) if byon else None, "base_model_sha256": cfg.base_model.sha256,
+        "weights_sha256": weights_sha256(model), "base_weights_sha256": base_digest,
     }
     if chief:
         _save_weights(model, run_dir / WEIGHTS_FILE)
