@@ -140,8 +140,11 @@ def train(config_name, treatment, n, quiet, **flags):
 @QUIET
 @click.option("--split", "splits", type=click.IntRange(min=0), multiple=True,
               help="Only this entry of experiment.splits (0-based; repeatable), e.g. one split's grid per session.")
+@click.option("--reproduce-bases", is_flag=True,
+              help="Retrain finished bases whose weights are missing, and go on only where each reproduces its "
+                   "record (the same weights digest: same seed, same kind of machine and TensorFlow).")
 @_base_model_options
-def experiment(config_name, dry_run, jobs, out, epochs, lease, quiet, splits, **base_flags):
+def experiment(config_name, dry_run, jobs, out, epochs, lease, quiet, splits, reproduce_bases, **base_flags):
     """Run a whole transfer grid: every split x treatment x n of CONFIG's experiment section.
 
     Base nets are trained before the treatments that copy them; finished runs are skipped and
@@ -153,7 +156,8 @@ def experiment(config_name, dry_run, jobs, out, epochs, lease, quiet, splits, **
     # The base model flags: config overrides here, and passed on as they are to --jobs workers.
     worker_args = [f for k, v in base_flags.items() if v is not None for f in (f"--{k.replace('_', '-')}", str(v))]
     run_experiment(config_name, out=out, epochs=epochs, splits=splits, jobs=jobs, lease_s=lease, dry_run=dry_run,
-                   verbose=not quiet, overrides=_base_model_overrides(dict(base_flags)), worker_args=worker_args)
+                   verbose=not quiet, overrides=_base_model_overrides(dict(base_flags)), worker_args=worker_args,
+                   reproduce_bases=reproduce_bases)
 
 
 @cli.command()

@@ -7,11 +7,13 @@ from pathlib import Path
 from tfxfer.config import load_config, resolve_base_model
 from tfxfer.errors import RunFailed, UserError
 from tfxfer.experiments.planner import Plan, plan_experiment
+from tfxfer.runs.layout import WEIGHTS_FILE
 
 
 def run_experiment(config_name: str, *, out: str | None = None, epochs: int | None = None,
                    splits: Sequence[int] = (), jobs: int = 1, lease_s: float = 120.0, dry_run: bool = False,
-                   verbose: bool = True, overrides: dict | None = None, worker_args: Sequence[str] = ()) -> Plan:
+                   verbose: bool = True, overrides: dict | None = None, worker_args: Sequence[str] = (),
+                   reproduce_bases: bool = False) -> Plan:
     """Every split x treatment x n of CONFIG's experiment section (or the entries `splits` of
     experiment.splits), base nets first; finished runs are skipped and interrupted ones resume.
 
@@ -22,6 +24,10 @@ def run_experiment(config_name: str, *, out: str | None = None, epochs: int | No
     `overrides`: more dotted config keys (e.g. base_model.path: a model file's grid over its cuts,
     the file loaded and checked here, before anything is written); `worker_args`: the command-line
     flags that give a worker the same.
+
+    A finished base whose weights are missing while runs still copy it is an error, unless
+    `reproduce_bases`: then it is retrained first and its weights restored if it reproduces its
+    record (runner.reproduce), before any other run starts.
     """
     given = {key: value for key, value in (("out", out), ("recipe.epochs", epochs)) if value is not None}
     config = load_config(config_name, {**given, **(overrides or {})})
@@ -35,10 +41,16 @@ def run_experiment(config_name: str, *, out: str | None = None, epochs: int | No
         return plan
     from tfxfer.experiments import grid  # TensorFlow loads here, after the config and flags are checked
 
+    lost = [spec.run_id for spec in grid.lost_bases(plan, out_dir)]
+    if lost and not reproduce_bases:
+        raise UserError(f"runs still to train copy {', '.join(lost)}, which finished but lack {WEIGHTS_FILE} in "
+                        f"{out_dir}; allowed: restore the file(s), or add --reproduce-bases to retrain them and "
+                        "check each against its record")
     loaded = grid.load_all(plan)  # bad data settings fail here, before anything is written
     # The whole experiment's plan, even when `splits` runs a part of it (a session per split), so a
     # report names every run still missing.
     grid.write_plan(plan_experiment(config) if splits else plan, config, out_dir)
+    grid.reproduce_lost_bases(plan, out_dir, loaded, verbose=verbose)
     if jobs == 1:
         grid.run_grid(plan, out_dir, loaded, lease_s=lease_s, verbose=verbose)
     else:

@@ -18,7 +18,8 @@ from tfxfer.config import Config, dump_config
 from tfxfer.data.tasks import load_data
 from tfxfer.experiments.claims import CLAIM_FILE, is_stale, read_claim, try_claim
 from tfxfer.experiments.planner import Plan
-from tfxfer.experiments.runner import run
+from tfxfer.experiments.runner import reproduce, run
+from tfxfer.runs.layout import WEIGHTS_FILE
 from tfxfer.runs.records import read_result
 from tfxfer.treatments import get_treatment
 
@@ -100,6 +101,20 @@ def load_all(plan: Plan) -> dict[str, tuple]:
         if _data_key(spec) not in loaded:
             loaded[_data_key(spec)] = load_data(spec.config)
     return loaded
+
+
+def lost_bases(plan: Plan, out: Path) -> list:
+    """Finished bases without their weights file that unfinished runs of the plan still copy from
+    (e.g. a grid's records carried to another machine without the weights, which are never committed)."""
+    done = plan.finished(out)
+    needed = {base for run_id, base in plan.deps.items() if base is not None and run_id not in done}
+    return [r for r in plan.runs if r.run_id in needed & done and not (out / r.run_id / WEIGHTS_FILE).is_file()]
+
+
+def reproduce_lost_bases(plan: Plan, out: Path, loaded: dict[str, tuple], verbose: bool = False) -> None:
+    """Retrain each of `lost_bases` and restore its weights where it reproduces its record (runner.reproduce)."""
+    for spec in lost_bases(plan, out):
+        reproduce(spec, out, loaded[_data_key(spec)], verbose)
 
 
 def run_grid(plan: Plan, out: Path, loaded: dict[str, tuple] | None = None, *, lease_s: float = 120.0,
