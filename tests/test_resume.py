@@ -42,6 +42,7 @@ def test_killed_run_resumes_and_finishes_like_an_uninterrupted_one(tmp_path):
     assert reference.keys() == record.keys()
     assert reference["run_id"] == record["run_id"]
     assert abs(reference["top1"] - record["top1"]) < 1e-9, (reference["top1"], record["top1"])
+    assert reference["weights_sha256"] == record["weights_sha256"]  # to the bit: what --reproduce-bases needs
 
 
 def test_a_finished_base_without_its_weights_is_one_line_exit_2_and_the_dependent_run_is_not_started(tmp_path,
