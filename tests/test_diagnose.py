@@ -1,6 +1,7 @@
 """tfxfer diagnose: conv1 filter health on filters of known frequency content, and the correspondence
 measure on a tiny net trained on images whose class is a coloured square at a known place."""
 import csv
+import json
 
 import numpy as np
 import pytest
@@ -190,3 +191,28 @@ def test_parts_file_keeps_the_first_images_part_order(tmp_path):
     parts = read_parts(tmp_path / "p.yaml")
     assert parts.images == ["a.png", "b.png"] and parts.names == ["nose", "eye"]
     assert parts.boxes.tolist() == [[[0, 0, 2, 2], [1, 1, 3, 3]], [[0, 1, 2, 3], [2, 2, 4, 4]]]
+
+
+def test_the_reports_conv1_section_outlives_the_weights_of_its_base_nets(trained, tmp_path):
+    import shutil
+
+    from tfxfer.diagnose.filters import run_health
+    from tfxfer.report import write_report
+    from tfxfer.runs.finished import load_run
+
+    run_dir, _, _ = trained
+    results = tmp_path / "results"
+    shutil.copytree(run_dir, results / run_dir.name)
+
+    def rows():
+        write_report(results)
+        return [line for line in (results / "report.md").read_text().splitlines()
+                if line.startswith(f"| {run_dir.name} | cifar8 |")]
+
+    measured = rows()
+    kept = json.loads((results / run_dir.name / "conv1_health.json").read_text())
+    assert kept == {**run_health(load_run(run_dir, float32=True), max_images=None).summary(), "dead_norm": Thresholds().dead_norm}
+    assert len(measured) == 1 and f"| {kept['init_correlation']} |" in measured[0]
+    # As committed results are: the record without its weights still reports what they held.
+    (results / run_dir.name / "model.weights.h5").unlink()
+    assert rows() == measured

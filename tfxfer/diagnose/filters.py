@@ -326,13 +326,29 @@ def diagnose_filters(run_dirs, out: str | Path | None = None, thresholds: Thresh
     return healths
 
 
-def base_health(results_dir: str | Path, records: list[dict]) -> list[FilterHealth]:
-    """conv1 health of every base net among `records` that has its weights in `results_dir`, by the
-    norm test only (a report loads no images). A model file's baseB has no conv1: not measured."""
+HEALTH_FILE = "conv1_health.json"  # a base run's conv1 summary, kept beside its record
+
+
+def base_health(results_dir: str | Path, records: list[dict]) -> list[dict]:
+    """conv1 health (FilterHealth.summary() and the dead-norm threshold) of every base net among
+    `records`: measured from its weights by the norm test only (a report loads no images) and kept
+    in its run directory as conv1_health.json, so that a report over records whose weights are not
+    there (committed results) still shows it. A model file's baseB has no conv1: not measured."""
+    import json
+
     from tfxfer.runs.finished import load_run
     from tfxfer.runs.layout import WEIGHTS_FILE
     from tfxfer.treatments import get_treatment
 
     dirs = [Path(results_dir) / r["run_id"] for r in records
             if get_treatment(r["treatment"]).is_base and not r.get("base_model_sha256")]
-    return [run_health(load_run(d, float32=True), max_images=None) for d in dirs if (d / WEIGHTS_FILE).is_file()]
+    summaries = []
+    for d in dirs:
+        path = d / HEALTH_FILE
+        if not path.is_file() and (d / WEIGHTS_FILE).is_file():
+            health = run_health(load_run(d, float32=True), max_images=None)
+            summary = {**health.summary(), "dead_norm": health.thresholds.dead_norm}
+            atomic_write_text(path, json.dumps(summary, indent=2) + "\n")
+        if path.is_file():
+            summaries.append(json.loads(path.read_text()))
+    return summaries

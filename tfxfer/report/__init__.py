@@ -100,17 +100,17 @@ def table3_lines(records: list[dict]) -> list[str]:
     return lines
 
 
-def health_lines(healths) -> list[str]:
+def health_lines(healths: list[dict]) -> list[str]:
+    """The report's conv1 section from diagnose.filters.base_health's summaries."""
     if not healths:
         return []
     lines = ["", "## conv1 filter health of the base networks (Zeiler & Fergus Fig. 6)", "",
              ("Bands by radial frequency r of each filter's 2-D DFT (cycles/pixel): low < 1/6 <= mid < 1/3 <= high. "
-              f"Dead: RMS below {healths[0].thresholds.dead_norm:g} x the layer's median (norm test only; "
+              f"Dead: RMS below {healths[0]['dead_norm']:g} x the layer's median (norm test only; "
               "`tfxfer diagnose filters` adds the activation test)."), "",
              "| run | arch | filters | dead | live by dominant band low/mid/high | mean mid share | RMS above radius | "
              "correlation with init |", "|---|---|---|---|---|---|---|---|"]
-    for h in healths:
-        s = h.summary()
+    for s in healths:
         lines.append(f"| {s['run_id']} | {s['arch']} | {s['filters']} ({s['kernel']}) | {s['dead']} | "
                      f"{s['dominant_low']}/{s['dominant_mid']}/{s['dominant_high']} | {s['mean_mid_share']:.3f} | "
                      f"{s['above_radius']} (radius {s['radius']:g}) | {'—' if s['init_correlation'] == '' else s['init_correlation']} |")
