@@ -44,9 +44,10 @@ def test_plan_orders_bases_first_and_skips_finished(tmp_path):
 
 
 def test_runs_that_copy_a_base_come_before_runs_that_need_no_weights(tmp_path):
-    # A grid cut short (a session's end) has then used every base it trained: the random control and
-    # the equal-training base copy nothing and can be trained anywhere later.
-    cfg = tiny_config(tmp_path, experiment={**GRID, "treatments": ["random", "BnB", "BnB+"], "n": [1, 2],
+    # A grid cut short (a session's end) has then used every base it trained, on the cheap frozen
+    # runs first: the random control and the equal-training base copy nothing and can be trained
+    # anywhere later.
+    cfg = tiny_config(tmp_path, experiment={**GRID, "treatments": ["random", "BnB+", "BnB"], "n": [1, 2],
                                             "controls": ["BnB+"]})
     order = [r.treatment for r in plan_experiment(cfg).runs]
     assert order == ["baseB", "BnB", "BnB", "BnB+", "BnB+", "random", "random", "baseB-long"], order

@@ -15,7 +15,7 @@ from tfxfer.treatments import FILE_TREATMENTS, control_of, get_treatment
 
 @dataclasses.dataclass
 class Plan:
-    runs: list[RunSpec]  # every base before the runs that copy it, runs that copy nothing last
+    runs: list[RunSpec]  # bases, runs that copy them (frozen, then fine-tuned), runs that copy nothing
     deps: dict[str, str | None]  # run_id → the run_id of the base it copies from
 
     def ready(self, finished: set[str]) -> list[RunSpec]:
@@ -77,9 +77,18 @@ def plan_experiment(config: Config, only: Sequence[int] = ()) -> Plan:
             cfg = dataclasses.replace(config, seed=seed, arch=dataclasses.replace(config.arch, variant=variant))
             spec = RunSpec("baseB", 0, cfg)
             runs.setdefault(spec.run_id, spec)
-    # Bases that runs copy from, then those runs, then runs that need no other run's weights (the
+    # Bases that runs copy from, then those runs (frozen ones, which train on cached features and
+    # cost a fraction of a fine-tuned one, first), then runs that need no other run's weights (the
     # random control, baseB-long, a target-only base): a grid cut short has used the weights of
-    # every base it trained, and what is left can be trained anywhere.
+    # every base it trained on as many runs as it could, and what is left can be trained anywhere.
     copied = {r.base.run_id for r in runs.values() if r.base is not None}
-    ordered = sorted(runs.values(), key=lambda r: 0 if r.run_id in copied else 1 if r.base is not None else 2)
+
+    def rank(r: RunSpec) -> int:
+        if r.run_id in copied:
+            return 0
+        if r.base is None:
+            return 3
+        return 2 if get_treatment(r.treatment).fine_tune else 1
+
+    ordered = sorted(runs.values(), key=rank)
     return Plan(ordered, {r.run_id: r.base.run_id if r.base else None for r in ordered})
