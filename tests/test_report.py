@@ -155,9 +155,10 @@ def test_a_ci_across_zero_is_inconclusive_not_a_verdict_by_the_mean():
     assert verdicts["(2)"]["verdict"] == "inconclusive: a drop of over 1 point, CI includes 0"
     # AnB(7) − AnB(1) is −6 points in both splits: a zero-width CI below 0 decides it.
     assert verdicts["(4)"]["verdict"] == "reproduced" and verdicts["(1)"]["verdict"] == "reproduced"
-    # With one split there is no CI, and the point estimate decides.
-    one = [r for r in records if r["split_seed"] == 1]
-    assert {f["finding"][:3]: f["verdict"] for f in findings(Grid(one))}["(5)"] == "not reproduced"
+    # With one split there is no CI: nothing is decided, and the verdict says what the mean alone gives.
+    one = {f["finding"][:3]: f["verdict"] for f in findings(Grid([r for r in records if r["split_seed"] == 1]))}
+    assert one["(5)"] == "inconclusive: no CI (1 unit); the point estimate alone: not reproduced"
+    assert one["(4)"] == "inconclusive: no CI (1 unit); the point estimate alone: reproduced"
 
 
 def test_per_unit_rows_are_each_splits_differences_to_its_base(tmp_path):

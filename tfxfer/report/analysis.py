@@ -237,7 +237,8 @@ def _said(ok: bool) -> str:
 
 
 # A CI across 0 decides nothing with two or three units, and the verdict says so rather than let the
-# mean alone claim a finding. With one unit there is no CI: the point estimate is all there is.
+# mean alone claim a finding. Without a CI (one unit; finding 6 with fewer than two of each kind)
+# nothing is decided either: the verdict is inconclusive and says what the point estimate alone gives.
 def _approx_zero(e: Estimate, tol: float = 0.01) -> str:
     """A "≈" finding: reproduced within tol (1 point); farther off, refuted only by a CI that excludes 0."""
     if abs(e.mean) <= tol or e.lo is None:
@@ -262,9 +263,14 @@ def findings(grid: Grid) -> list[dict]:
     out = []
 
     def add(name, estimate, verdict, note):
-        out.append({"finding": name, "estimate": estimate,
-                    "verdict": "not run" if estimate is None else verdict(),
-                    "note": note})
+        if estimate is None:
+            said = "not run"
+        elif estimate.lo is None:
+            units = f"{estimate.units} unit" + ("s" if estimate.units != 1 else "")
+            said = f"inconclusive: no CI ({units}); the point estimate alone: {verdict()}"
+        else:
+            said = verdict()
+        out.append({"finding": name, "estimate": estimate, "verdict": said, "note": note})
 
     e1 = grid.estimate("selffer", "base", [1, 2], similar)
     add("(1) BnB ≈ baseB at n = 1–2", e1, lambda: _approx_zero(e1), "mean of BnB − baseB over n = 1, 2")
