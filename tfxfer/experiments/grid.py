@@ -18,8 +18,7 @@ from tfxfer.config import Config, dump_config
 from tfxfer.data.tasks import load_data
 from tfxfer.experiments.claims import CLAIM_FILE, is_stale, read_claim, try_claim
 from tfxfer.experiments.planner import Plan
-from tfxfer.experiments.runner import reproduce, run
-from tfxfer.runs.layout import WEIGHTS_FILE
+from tfxfer.experiments.runner import reproduce, run, weights_lost
 from tfxfer.runs.records import read_result
 from tfxfer.treatments import get_treatment
 
@@ -108,7 +107,7 @@ def lost_bases(plan: Plan, out: Path) -> list:
     (e.g. a grid's records carried to another machine without the weights, which are never committed)."""
     done = plan.finished(out)
     needed = {base for run_id, base in plan.deps.items() if base is not None and run_id not in done}
-    return [r for r in plan.runs if r.run_id in needed & done and not (out / r.run_id / WEIGHTS_FILE).is_file()]
+    return [r for r in plan.runs if r.run_id in needed and weights_lost(out / r.run_id)]
 
 
 def reproduce_lost_bases(plan: Plan, out: Path, loaded: dict[str, tuple], verbose: bool = False) -> None:

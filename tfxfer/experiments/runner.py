@@ -15,6 +15,11 @@ from tfxfer.training.loop import train
 from tfxfer.treatments import get_treatment
 
 
+def weights_lost(run_dir: Path) -> bool:
+    """The run finished, but its weights file is not there (records travel without weights)."""
+    return read_result(run_dir) is not None and not (run_dir / WEIGHTS_FILE).is_file()
+
+
 def run(spec: RunSpec, out: str | Path | None = None, loaded=None, verbose: bool = True) -> dict:
     """The run's result record: read back if it finished before, else trained now (resuming)."""
     out = Path(out or spec.config.out)
@@ -24,7 +29,7 @@ def run(spec: RunSpec, out: str | Path | None = None, loaded=None, verbose: bool
         print(f"{spec.run_id}: finished before (top1 {done['top1']:.4f}); reusing {run_dir}")
         return done
     base_weights = out / spec.base.run_id / WEIGHTS_FILE if spec.base is not None else None
-    if base_weights is not None and read_result(base_weights.parent) and not base_weights.is_file():
+    if base_weights is not None and weights_lost(base_weights.parent):
         # A finished base whose weights were deleted (or never copied along with its record):
         # training it again would silently change what the dependent runs copy.
         raise UserError(f"{spec.run_id} copies from {spec.base.run_id}, which finished but has no weights "
