@@ -130,6 +130,30 @@ def test_a_dissimilar_split_alone_has_figure3_and_no_empty_figure2(tmp_path):
     assert verdicts["(6)"] == "not run"  # nothing to compare the dissimilar split with yet
 
 
+def drawn_figure2(monkeypatch, records, tmp_path):
+    """Figure 2's matplotlib figure as figure2() leaves it, before it is saved."""
+    from tfxfer.report import figures
+
+    drawn = []
+    monkeypatch.setattr(figures, "_save", lambda fig, out, stem: drawn.append(fig) or [])
+    figures.figure2(Grid(records), tmp_path)
+    return drawn[0]
+
+
+def test_figure2_draws_the_equal_training_control_beside_the_fine_tuned_nets(monkeypatch, tmp_path):
+    longs = [dict(record("baseB-long", 0, s, base + 0.04 + 0.01 * s), epochs=52) for s, base in enumerate(BASE)]
+    every, normalized = drawn_figure2(monkeypatch, hand_made() + longs, tmp_path).axes
+    # Left: each split's baseB-long beside its baseB at n = 0.
+    points = {c.get_label(): c.get_offsets() for c in every.collections}
+    assert np.allclose(points["baseB-long"], [[0.15, 0.64], [0.15, 0.67], [0.15, 0.70]])
+    # Right: its mean gain over baseB (0.04, 0.05, 0.06 -> 0.05), the line a fine-tuning boost is read against.
+    lines = {line.get_label(): line.get_ydata() for line in normalized.get_lines()}
+    (label,) = [k for k in lines if k.startswith("baseB-long")]
+    assert np.allclose(lines[label], 0.05)
+    without = drawn_figure2(monkeypatch, hand_made(), tmp_path).axes
+    assert not any(line.get_label().startswith("baseB-long") for line in without[1].get_lines())
+
+
 def test_report_on_nothing_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="holds no result records"):
         write_report(tmp_path)

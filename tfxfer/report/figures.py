@@ -18,8 +18,10 @@ STYLE = {  # the paper's colours and markers
     "transfer": dict(color="#a01818", marker="D"),
     "transfer+": dict(color="#f08080", marker="D"),
     "random": dict(color="#666666", marker="s"),
+    "base-long": dict(color="#c8c8c8", edgecolor="black", marker="o"),
 }
-OFFSETS = {"base": 0.0, "selffer": -0.15, "selffer+": -0.05, "transfer": 0.05, "transfer+": 0.15, "random": 0.0}
+OFFSETS = {"base": 0.0, "selffer": -0.15, "selffer+": -0.05, "transfer": 0.05, "transfer+": 0.15, "random": 0.0,
+           "base-long": 0.15}
 
 
 def _save(fig, out: Path, stem: str) -> list[Path]:
@@ -74,7 +76,7 @@ def figure2(grid: Grid, out: Path) -> list[Path]:
     if not units:
         return []
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
-    for role in ("base", "selffer", "selffer+", "transfer", "transfer+"):
+    for role in ("base", "base-long", "selffer", "selffer+", "transfer", "transfer+"):
         pts = _runs(grid, role, units, OFFSETS[role])
         if pts:
             xs, ys = zip(*pts)
@@ -82,6 +84,13 @@ def figure2(grid: Grid, out: Path) -> list[Path]:
                         **{"edgecolor": "black", **STYLE[role]})
         if role == "base":
             ax2.axhline(0, color="black", linestyle=":", label="baseB")
+        elif role == "base-long":
+            # The equal-training control: a fine-tuning boost up to this line is extra training, not transfer.
+            gains = [grid.value(u, "base-long", 0) - grid.value(u, "base", 0) for u in units
+                     if grid.value(u, "base-long", 0) is not None and grid.value(u, "base", 0) is not None]
+            if gains:
+                ax2.axhline(np.mean(gains), color="black", linestyle="--", linewidth=1,
+                            label=f"{LABELS[role]} (trained as long as a fine-tuned net; mean)")
         else:
             _mean_band(ax2, grid, role, units, normalize=True, color=STYLE[role]["color"],
                        marker=STYLE[role]["marker"], label=LABELS[role])
