@@ -86,10 +86,9 @@ def figure2(grid: Grid, out: Path) -> list[Path]:
             ax2.axhline(0, color="black", linestyle=":", label="baseB")
         elif role == "base-long":
             # The equal-training control: a fine-tuning boost up to this line is extra training, not transfer.
-            gains = [grid.value(u, "base-long", 0) - grid.value(u, "base", 0) for u in units
-                     if grid.value(u, "base-long", 0) is not None and grid.value(u, "base", 0) is not None]
-            if gains:
-                ax2.axhline(np.mean(gains), color="black", linestyle="--", linewidth=1,
+            gain = grid.estimate("base-long", "base", [0], units)
+            if gain is not None:
+                ax2.axhline(gain.mean, color="black", linestyle="--", linewidth=1,
                             label=f"{LABELS[role]} (trained as long as a fine-tuned net; mean)")
         else:
             _mean_band(ax2, grid, role, units, normalize=True, color=STYLE[role]["color"],
