@@ -70,18 +70,20 @@ def convergence_lines(records: list[dict]) -> list[str]:
     lines = ["", "## Convergence of the base nets", "",
              (f"Validation top-1 of the last epochs; converged when the same recipe run with twice the epochs "
               f"(the equal-training control) ends less than {100 * CONVERGED_GAIN:g} point higher. "
+              "The same gain in test top-1 stands beside it and does not decide the flag. "
               "\"not measured\": no such run for this base net."), "",
-             "| base net | split | epochs | test top-1 | val top-1, last epochs | 2× run: epochs, val top-1 | gain | converged |",
-             "|---|---|---|---|---|---|---|---|"]
+             ("| base net | split | epochs | test top-1 | val top-1, last epochs | 2× run: epochs, val top-1 | gain "
+              "| test top-1 gain | converged |"),
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         split = r["split"] + (f" {r['split_seed']}" if r["split_seed"] is not None else "")
         last = ", ".join(f"{v:.3f}" for v in r["val_top1_last"]) or "—"
         # A run without validation images (val_fraction 0) has no validation top-1 to judge by.
         long_val = "no validation" if r["long_val_top1"] is None else f"{r['long_val_top1']:.3f}"
         long = "—" if r["long_run_id"] is None else f"{r['long_epochs']}, {long_val}"
-        gain = "—" if r["gain"] is None else f"{100 * r['gain']:+.1f}"
+        gain, test_gain = ("—" if g is None else f"{100 * g:+.1f}" for g in (r["gain"], r["test_gain"]))
         flag = "not measured" if r["converged"] is None else ("yes" if r["converged"] else "no")
-        lines.append(f"| {r['run_id']} | {split} | {r['epochs']} | {r['top1']:.3f} | {last} | {long} | {gain} | {flag} |")
+        lines.append(f"| {r['run_id']} | {split} | {r['epochs']} | {r['top1']:.3f} | {last} | {long} | {gain} | {test_gain} | {flag} |")
     return lines
 
 

@@ -193,7 +193,8 @@ def _final_val(record: dict) -> float | None:
 def convergence(records: list[dict]) -> list[dict]:
     """Per base net: the validation top-1 of its last epochs and, where the same recipe was also
     run with twice the epochs (its equal-training control), that run's final validation top-1, the
-    gain, and `converged` (gain < CONVERGED_GAIN; None when no such run exists)."""
+    gain, and `converged` (gain < CONVERGED_GAIN; None when no such run exists). `test_gain`, the
+    same difference in test top-1, is shown beside it and never decides the flag."""
     def key(r):  # the same data, split, arch, recipe and seed: only the epochs differ
         cfg = json.loads(json.dumps(r.get("config") or {}))
         cfg.get("recipe", {}).pop("epochs", None)
@@ -213,7 +214,8 @@ def convergence(records: list[dict]) -> list[dict]:
                      "split_seed": r["split_seed"], "epochs": r["epochs"], "top1": r["top1"],
                      "val_top1_last": r.get("val_top1_last") or [], "long_run_id": long and long["run_id"],
                      "long_epochs": long and long["epochs"], "long_val_top1": long and _final_val(long),
-                     "gain": gain, "converged": None if gain is None else gain < CONVERGED_GAIN})
+                     "gain": gain, "test_gain": long and long["top1"] - r["top1"],
+                     "converged": None if gain is None else gain < CONVERGED_GAIN})
     return rows
 
 
