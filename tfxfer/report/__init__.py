@@ -72,7 +72,7 @@ def convergence_lines(records: list[dict]) -> list[str]:
               f"(the equal-training control) ends less than {100 * CONVERGED_GAIN:g} point higher. "
               "The same gain in test top-1 stands beside it and does not decide the flag. "
               "\"not measured\": no such run for this base net."), "",
-             ("| base net | split | epochs | test top-1 | val top-1, last epochs | 2× run: epochs, val top-1 | gain "
+             ("| base net | split | epochs | test top-1 | val top-1, last epochs | 2× run: epochs, val top-1 | val top-1 gain "
               "| test top-1 gain | converged |"),
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
