@@ -237,8 +237,8 @@ def test_convergence_flags_pair_each_base_with_its_twice_as_long_run():
                                     for r in base_a)
     md = markdown(_with_controls(hand_made(), gains), [], [])
     table = [line for line in md.splitlines() if line.startswith("| baseB-s2r |")]
-    assert table and table[0].endswith("| +2.8 | +3.0 | no |")
-    assert [line for line in md.splitlines() if line.startswith("| baseB-s1r |")][0].endswith("| +0.4 | +0.6 | yes |")
+    assert table and table[0].endswith("| +2.80 | +3.00 | no |")
+    assert [line for line in md.splitlines() if line.startswith("| baseB-s1r |")][0].endswith("| +0.40 | +0.60 | yes |")
     assert "| not measured |" in md
 
 

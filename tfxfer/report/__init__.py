@@ -81,7 +81,8 @@ def convergence_lines(records: list[dict]) -> list[str]:
         # A run without validation images (val_fraction 0) has no validation top-1 to judge by.
         long_val = "no validation" if r["long_val_top1"] is None else f"{r['long_val_top1']:.3f}"
         long = "—" if r["long_run_id"] is None else f"{r['long_epochs']}, {long_val}"
-        gain, test_gain = ("—" if g is None else f"{100 * g:+.1f}" for g in (r["gain"], r["test_gain"]))
+        # Two decimals: the flag's 0.5-point line must not hide in rounding (+0.48 reads "yes").
+        gain, test_gain = ("—" if g is None else f"{100 * g:+.2f}" for g in (r["gain"], r["test_gain"]))
         flag = "not measured" if r["converged"] is None else ("yes" if r["converged"] else "no")
         lines.append(f"| {r['run_id']} | {split} | {r['epochs']} | {r['top1']:.3f} | {last} | {long} | {gain} | {test_gain} | {flag} |")
     return lines
