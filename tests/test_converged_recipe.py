@@ -217,6 +217,9 @@ def test_table1s_equal_training_column_and_the_findings_against_it():
     assert by_name["(5b)"]["estimate"].mean == pytest.approx(rows[0]["over_equal_training"].mean)
     md = markdown(records, [], [])
     assert "boost over the equal-training base net (baseB-long)" in md and "(5b) AnB+ ≥ baseB trained as long" in md
+    # The rules that turned these numbers into verdicts follow the findings table.
+    after = md.split("## Findings of Yosinski et al. (2014), here")[1].split("## Table 1")[0]
+    assert 'a "≈" finding (1, 3, 3b) is reproduced when its mean is within 1 point of 0' in after
     # Without controls the findings keep their seven rows and the column reads "not run".
     assert [f["finding"][:3] for f in findings(Grid(hand_made()))] == [f"({i})" for i in range(1, 8)]
     assert table1(Grid(hand_made()))[0]["over_equal_training"] is None

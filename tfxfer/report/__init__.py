@@ -12,6 +12,7 @@ from tfxfer.atomic import atomic_write_text
 from tfxfer.errors import UserError
 from tfxfer.report.analysis import (
     CONVERGED_GAIN,
+    VERDICT_RULES,
     Grid,
     convergence,
     findings,
@@ -168,6 +169,7 @@ def markdown(records: list[dict], missing: list[dict], figures: list[Path], heal
               "|---|---|---|---|"]
     for f in findings(grid):
         lines.append(f"| {f['finding']} | {_est(f['estimate'])} | {f['verdict']} | {f['note']} |")
+    lines += ["", VERDICT_RULES]
     scope = "the model file's cuts" if grid.cuts else "random splits"
     lines += ["", f"## Table 1: boost of AnB+ ({scope})", "",
               f"| {'cuts' if grid.cuts else 'layers'} aggregated | mean boost over baseB | mean boost over selffer BnB+ | "

@@ -238,10 +238,22 @@ def _said(ok: bool) -> str:
     return "reproduced" if ok else "not reproduced"
 
 
+# A "≈" finding holds within this much of 0, and a drop under it is no co-adaptation dip.
+APPROX_TOL = 0.01
+VERDICT_RULES = (
+    f"Verdicts: a \"≈\" finding (1, 3, 3b) is reproduced when its mean is within {100 * APPROX_TOL:g} point of 0, "
+    "however wide its CI (the CI says how sure), and not reproduced when it is farther off with a CI that "
+    "excludes 0. A directional finding (4, 5, 5b, 6, 7) is reproduced when its CI lies on the paper's side "
+    "of 0 and not when it lies on the other; (4) also needs specificity to dominate at n ≥ 6. (2) is "
+    f"reproduced by a drop of over {100 * APPROX_TOL:g} point whose CI excludes 0 and a recovery at n = 7; "
+    "a smaller drop, or one that does not recover, is not. Otherwise, and for any finding without a CI, "
+    "the verdict is inconclusive.")
+
+
 # A CI across 0 decides nothing with two or three units, and the verdict says so rather than let the
 # mean alone claim a finding. Without a CI (one unit; finding 6 with fewer than two of each kind)
 # nothing is decided either: the verdict is inconclusive and says what the point estimate alone gives.
-def _approx_zero(e: Estimate, tol: float = 0.01) -> str:
+def _approx_zero(e: Estimate, tol: float = APPROX_TOL) -> str:
     """A "≈" finding: reproduced within tol (1 point); farther off, refuted only by a CI that excludes 0."""
     if abs(e.mean) <= tol or e.lo is None:
         return _said(abs(e.mean) <= tol)
@@ -285,9 +297,9 @@ def findings(grid: Grid) -> list[dict]:
 
     def v2():
         # The largest of four drops is biased upwards: under 1 point it is no dip.
-        if e2.mean > 0.01 and e2.includes_zero():
+        if e2.mean > APPROX_TOL and e2.includes_zero():
             return "inconclusive: a drop of over 1 point, CI includes 0"
-        return _said(e2.mean > 0.01 and recovery is not None and -recovery.mean < e2.mean)
+        return _said(e2.mean > APPROX_TOL and recovery is not None and -recovery.mean < e2.mean)
 
     add("(2) BnB drops in the middle layers (fragile co-adaptation) and recovers near the top", e2, v2,
         f"largest baseB − BnB over n = 3–6 (at n = {worst}); BnB − baseB at n = 7: "
