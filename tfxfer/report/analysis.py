@@ -254,10 +254,10 @@ VERDICT_RULES = (
 # mean alone claim a finding. Without a CI (one unit; finding 6 with fewer than two of each kind)
 # nothing is decided either: the verdict is inconclusive and says what the point estimate alone gives.
 def _approx_zero(e: Estimate, tol: float = APPROX_TOL) -> str:
-    """A "≈" finding: reproduced within tol (1 point); farther off, refuted only by a CI that excludes 0."""
+    """A "≈" finding: reproduced within tol (a fraction: 0.01 is 1 point); farther off, refuted only by a CI that excludes 0."""
     if abs(e.mean) <= tol or e.lo is None:
         return _said(abs(e.mean) <= tol)
-    return f"inconclusive: more than {100 * tol:.0f} point off, CI includes 0" if e.includes_zero() else "not reproduced"
+    return f"inconclusive: more than {100 * tol:g} point off, CI includes 0" if e.includes_zero() else "not reproduced"
 
 
 def _direction(e: Estimate, paper_sign: int) -> str:
@@ -296,9 +296,9 @@ def findings(grid: Grid) -> list[dict]:
     recovery = grid.estimate("selffer", "base", [7], similar)
 
     def v2():
-        # The largest of four drops is biased upwards: under 1 point it is no dip.
+        # The largest of four drops is biased upwards: under APPROX_TOL it is no dip.
         if e2.mean > APPROX_TOL and e2.includes_zero():
-            return "inconclusive: a drop of over 1 point, CI includes 0"
+            return f"inconclusive: a drop of over {100 * APPROX_TOL:g} point, CI includes 0"
         return _said(e2.mean > APPROX_TOL and recovery is not None and -recovery.mean < e2.mean)
 
     add("(2) BnB drops in the middle layers (fragile co-adaptation) and recovers near the top", e2, v2,
