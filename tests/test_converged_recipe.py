@@ -94,6 +94,10 @@ def test_new_recipe_keys_are_validated():
             Config.from_dict({"recipe": recipe})
     with pytest.raises(UserError, match="arch 'cifar9' is unknown; allowed: caffenet, cifar8, cifar8-bn"):
         get_arch("cifar9")
+    # On load, so that a grid with a misspelt arch names the key before it plans anything.
+    with pytest.raises(UserError, match="config key arch.name: 'cifar8-bnn' is not allowed; expected one of "
+                                        "caffenet, cifar8, cifar8-bn, zfnet"):
+        Config.from_dict({"arch": {"name": "cifar8-bnn"}})
 
 
 def test_new_keys_at_their_defaults_leave_run_ids_alone():
@@ -176,6 +180,13 @@ def test_a_control_for_a_treatment_that_has_none_is_one_line_and_writes_nothing(
     assert proc.stderr.strip().splitlines() == [
         "tfxfer: error: treatment 'AnB' has no equal-training control "
         "(only fine-tuned copies do: AnA+, AnB+, BnA+, BnB+)"]
+    assert not out.exists()
+    proc = run_tfxfer("experiment", write_config(tmp_path / "arch.yaml", out, arch={"name": "cifar8-bnn"}), "--out", out,
+                      timeout=120)
+    assert proc.returncode == 2 and proc.stdout == "", proc.stdout
+    assert proc.stderr.strip().splitlines() == [
+        "tfxfer: error: config key arch.name: 'cifar8-bnn' is not allowed; expected one of caffenet, cifar8, "
+        "cifar8-bn, zfnet"]
     assert not out.exists()
     proc = run_tfxfer("train", "--config", write_config(tmp_path / "ok.yaml", out), "--arch", "cifar8-bm", "--out", out,
                       timeout=120)

@@ -65,8 +65,9 @@ class ArchConfig:
     variant: str | None = None  # a Table 3 ablation (tfxfer.models.VARIANTS); null: the arch as registered
 
     def validate(self, at):
-        from tfxfer.models.registry import VARIANTS
+        from tfxfer.models.registry import VARIANTS, list_archs
 
+        _check(self.name in list_archs(), at, "name", self.name, "one of " + ", ".join(list_archs()))
         _check(self.width > 0, at, "width", self.width, "a number > 0")
         _check(self.renorm_radius is None or self.renorm_radius > 0, at, "renorm_radius", self.renorm_radius,
                "a number > 0 or null")
