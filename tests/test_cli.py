@@ -63,6 +63,8 @@ def bad_inputs(tmp_path):
         "n": (["--treatment", "BnB", "--n", "9"], "Invalid value for '--n': 9 is not in the range 0<=x<=7"),
         "no n": (["--treatment", "AnB"], "n=None is out of range for AnB; allowed: 1..7"),
         "dataset": (["--dataset", "imagenet"], "dataset 'imagenet' is unknown; allowed: synthetic, cifar10"),
+        # A misspelt name beside a path is named as such, not as a path given to the wrong dataset.
+        "dataset and path": (["--dataset", "cifar11", "--data-path", tmp_path], "dataset 'cifar11' is unknown"),
         "arch": (["--arch", "resnet50"], "Invalid value for '--arch': 'resnet50' is not one of 'caffenet', 'cifar8', "
                                         "'cifar8-bn', 'zfnet'"),
         "config key": (["--config", bad_key], "config key recipe.learning_rate does not exist; allowed keys"),
@@ -74,7 +76,7 @@ def bad_inputs(tmp_path):
     }
 
 
-CASES = ["treatment", "n", "no n", "dataset", "arch", "config key", "config value", "config file",
+CASES = ["treatment", "n", "no n", "dataset", "dataset and path", "arch", "config key", "config value", "config file",
          "missing archive", "corrupt archive", "empty folder"]
 
 

@@ -55,12 +55,14 @@ def load_dataset(
             raise UserError(f"{flag} {value!r} is invalid; allowed: a whole number of at least 1")
     if not 0.0 < test_fraction < 1.0:
         raise UserError(f"test_fraction {test_fraction!r} is out of range; allowed: 0 < test_fraction < 1")
+    kind, _, arg = name.partition(":")
+    if name not in ("synthetic", "cifar10", "cifar100") and not (kind in ("folder", "tfds") and arg):
+        raise UserError(f"dataset {name!r} is unknown; allowed: {', '.join(DATASETS)}")
     if path is not None and name not in ("cifar10", "cifar100"):
         raise UserError(
             f"path is only for cifar10 and cifar100; for dataset {name!r} leave it out (a folder is named folder:PATH)"
         )
 
-    kind, _, arg = name.partition(":")
     if name == "synthetic":
         return load_synthetic(train_per_class=train_per_class or 300, test_per_class=test_per_class or 100, seed=seed)
     if name in ("cifar10", "cifar100"):
@@ -69,10 +71,8 @@ def load_dataset(
         data = sources.read_folder(
             arg, name=name, image_size=image_size, cache_dir=cache_dir, test_fraction=test_fraction, seed=seed
         )
-    elif kind == "tfds" and arg:
-        data = sources.read_tfds(arg, data_dir=data_dir, image_size=image_size, test_fraction=test_fraction, seed=seed)
     else:
-        raise UserError(f"dataset {name!r} is unknown; allowed: {', '.join(DATASETS)}")
+        data = sources.read_tfds(arg, data_dir=data_dir, image_size=image_size, test_fraction=test_fraction, seed=seed)
 
     for part, cap in (("train", train_per_class), ("test", test_per_class)):
         if cap is not None:
