@@ -254,7 +254,8 @@ VERDICT_RULES = (
 # mean alone claim a finding. Without a CI (one unit; finding 6 with fewer than two of each kind)
 # nothing is decided either: the verdict is inconclusive and says what the point estimate alone gives.
 def _approx_zero(e: Estimate, tol: float = APPROX_TOL) -> str:
-    """A "≈" finding: reproduced within tol (a fraction: 0.01 is 1 point); farther off, refuted only by a CI that excludes 0."""
+    """A "≈" finding: reproduced within tol (a fraction: 0.01 is 1 point); farther off, refuted only by a
+    CI that excludes 0."""
     if abs(e.mean) <= tol or e.lo is None:
         return _said(abs(e.mean) <= tol)
     return f"inconclusive: more than {100 * tol:g} point off, CI includes 0" if e.includes_zero() else "not reproduced"
