@@ -67,7 +67,8 @@ class ArchConfig:
     def validate(self, at):
         from tfxfer.models.registry import VARIANTS, list_archs
 
-        _check(self.name in list_archs(), at, "name", self.name, "one of " + ", ".join(list_archs()))
+        archs = list_archs()
+        _check(self.name in archs, at, "name", self.name, "one of " + ", ".join(archs))
         _check(self.width > 0, at, "width", self.width, "a number > 0")
         _check(self.renorm_radius is None or self.renorm_radius > 0, at, "renorm_radius", self.renorm_radius,
                "a number > 0 or null")

@@ -24,6 +24,10 @@ DATASETS: dict[str, str] = {
 }
 
 
+# The prefixes of the NAME/PATH entries: "tfds", "folder".
+_PREFIXED = {key.partition(":")[0] for key in DATASETS if ":" in key}
+
+
 def list_datasets() -> list[str]:
     return list(DATASETS)
 
@@ -56,7 +60,7 @@ def load_dataset(
     if not 0.0 < test_fraction < 1.0:
         raise UserError(f"test_fraction {test_fraction!r} is out of range; allowed: 0 < test_fraction < 1")
     kind, _, arg = name.partition(":")
-    if name not in ("synthetic", "cifar10", "cifar100") and not (kind in ("folder", "tfds") and arg):
+    if not ((name in DATASETS and not arg) or (kind in _PREFIXED and arg)):
         raise UserError(f"dataset {name!r} is unknown; allowed: {', '.join(DATASETS)}")
     if path is not None and name not in ("cifar10", "cifar100"):
         raise UserError(
@@ -67,7 +71,7 @@ def load_dataset(
         return load_synthetic(train_per_class=train_per_class or 300, test_per_class=test_per_class or 100, seed=seed)
     if name in ("cifar10", "cifar100"):
         data = sources.load_cifar(name, path=path, data_dir=data_dir, image_size=image_size, cache_dir=cache_dir)
-    elif kind == "folder" and arg:
+    elif kind == "folder":
         data = sources.read_folder(
             arg, name=name, image_size=image_size, cache_dir=cache_dir, test_fraction=test_fraction, seed=seed
         )
